@@ -1,0 +1,65 @@
+"""Command-line interface: ``factus-daemon <command>``.
+
+Each area registers its own sub-commands (``register(subparsers)``); a command handler takes the
+parsed arguments and returns the process exit code. Expected failures are :class:`DaemonError` and
+become one readable line on stderr plus their ``exit_code``; nothing expected prints a traceback.
+
+Exit codes: 0 ok · 1 failure (invalid/rejected input) · 2 usage or configuration error ·
+3 Factus unreachable / work left pending · 4 Factus API error · 5 authentication refused ·
+6 not found · 7 conflict (pending document) · 8 request refused by validation · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from daemon import __version__
+from daemon.errors import DaemonError
+from daemon.log import configure_logging, redact
+
+__all__ = ["build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser with every sub-command registered."""
+    from daemon.emulator import cli as emulator_cli
+    from daemon.factus import cli as factus_cli
+    from daemon.intake import cli as intake_cli
+    from daemon.service import cli as service_cli
+
+    parser = argparse.ArgumentParser(
+        prog="factus-daemon",
+        description="Unattended e-invoicing through Factus (DIAN, Colombia).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML settings file (default config/factus-daemon.toml)"
+    )
+    parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-json", action="store_true", default=None, help="JSON log lines even on a terminal"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (service_cli, intake_cli, factus_cli, emulator_cli):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level or "info", json=args.log_json)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except DaemonError as exc:
+        print(f"factus-daemon: error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

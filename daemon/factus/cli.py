@@ -1,0 +1,10 @@
+"""CLI commands of the factus area (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Register this area's sub-commands."""
