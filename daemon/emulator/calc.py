@@ -1,0 +1,185 @@
+"""v1 invoice arithmetic (tax-inclusive prices), with Decimal only.
+
+Rules (contract §3.4), per item with ``L = price × quantity × (1 − discount_rate/100)``:
+
+* ``total`` = L; ``taxable_amount`` = round2(L / (1 + tax_rate/100)); ``tax_amount`` = L − taxable;
+  ``gross_value`` = taxable; ``discount`` = round2(price × qty × discount_rate/100 / (1 + tax_rate/100)).
+* excluded items: tax 0, taxable 0.00, ``gross_value`` = L.
+* withholdings: ReteIVA (05) applies to the item's tax, ReteRenta (06) and ReteICA (07) to its taxable
+  base; they are reported but do not reduce the total.
+
+Document: ``taxable_amount`` = Σ item taxable, ``gross_value`` = Σ item gross value (equal to the
+taxable amount unless there are excluded items), ``tax_amount`` = Σ item tax, surcharges and
+discounts from ``allowance_charges`` (item discounts are not included), ``total`` = Σ item totals +
+surcharges − discounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from daemon.catalog import PRODUCT_TRIBUTES
+from daemon.money import round2, to_decimal
+
+__all__ = ["AllowanceTotals", "BillTotals", "LineTotals", "Withholding", "compute_bill", "compute_line"]
+
+_HUNDRED = Decimal(100)
+_ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True, slots=True)
+class Withholding:
+    """One self-withholding of a line: code (05/06/07), rate in percent and computed value."""
+
+    code: str
+    rate: Decimal
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LineTotals:
+    """Computed amounts of one item."""
+
+    total: Decimal
+    taxable_amount: Decimal
+    tax_amount: Decimal
+    gross_value: Decimal
+    discount: Decimal
+    tax_rate: Decimal
+    tax_code: str
+    is_excluded: bool
+    withholdings: tuple[Withholding, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AllowanceTotals:
+    """One document-level surcharge or discount with its computed percentage."""
+
+    is_surcharge: bool
+    base_amount: Decimal
+    amount: Decimal
+    percentage: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class BillTotals:
+    """Document totals plus the per-line and per-allowance details they were summed from."""
+
+    lines: tuple[LineTotals, ...]
+    allowances: tuple[AllowanceTotals, ...]
+    gross_value: Decimal
+    taxable_amount: Decimal
+    tax_amount: Decimal
+    discount_amount: Decimal
+    surcharge_amount: Decimal
+    total: Decimal
+    withholdings: dict[str, Decimal] = field(default_factory=dict)
+    # (tax code, rate) -> (taxable base, tax): the UBL TaxTotal groups and the CUFE inputs
+    taxes: dict[tuple[str, Decimal], tuple[Decimal, Decimal]] = field(default_factory=dict)
+
+
+def compute_line(
+    *,
+    price: Decimal,
+    quantity: Decimal,
+    discount_rate: Decimal,
+    tax_rate: Decimal,
+    is_excluded: bool,
+    tribute_id: int = 1,
+    withholdings: Sequence[tuple[str, Decimal]] = (),
+) -> LineTotals:
+    """Compute one v1 line (price includes its taxes)."""
+    gross = price * quantity
+    line = round2(gross * (1 - discount_rate / _HUNDRED))
+    tax_code = PRODUCT_TRIBUTES.get(tribute_id, ("01", "", ""))[0]
+    if is_excluded:
+        taxable, tax, gross_value = _ZERO, _ZERO, line
+        discount = round2(gross * discount_rate / _HUNDRED)
+    else:
+        divisor = 1 + tax_rate / _HUNDRED
+        taxable = round2(line / divisor)
+        tax = line - taxable
+        gross_value = taxable
+        discount = round2(gross * discount_rate / _HUNDRED / divisor)
+    held = []
+    for code, rate in withholdings:
+        base = tax if code == "05" else taxable
+        held.append(Withholding(code=code, rate=rate, value=round2(base * rate / _HUNDRED)))
+    return LineTotals(
+        total=line,
+        taxable_amount=taxable,
+        tax_amount=round2(tax),
+        gross_value=gross_value,
+        discount=discount,
+        tax_rate=tax_rate,
+        tax_code=tax_code,
+        is_excluded=is_excluded,
+        withholdings=tuple(held),
+    )
+
+
+def _flag(value: Any) -> bool:
+    return value in (True, 1, "1", "true", "True")
+
+
+def compute_bill(
+    items: Sequence[Mapping[str, Any]], allowance_charges: Sequence[Mapping[str, Any]] = ()
+) -> BillTotals:
+    """Compute every line and the document totals of a (validated) v1 bill payload."""
+    lines: list[LineTotals] = []
+    for item in items:
+        raw_withholdings = item.get("withholding_taxes") or []
+        lines.append(
+            compute_line(
+                price=to_decimal(item["price"]),
+                quantity=to_decimal(item["quantity"]),
+                discount_rate=to_decimal(item.get("discount_rate") or 0),
+                tax_rate=to_decimal(item.get("tax_rate") or 0),
+                is_excluded=_flag(item.get("is_excluded")),
+                tribute_id=int(str(item.get("tribute_id") or 1)),
+                withholdings=[
+                    (str(w["code"]), to_decimal(w["withholding_tax_rate"]))
+                    for w in raw_withholdings
+                    if isinstance(w, Mapping)
+                ],
+            )
+        )
+    allowances: list[AllowanceTotals] = []
+    for charge in allowance_charges:
+        base = to_decimal(charge["base_amount"])
+        amount = to_decimal(charge["amount"])
+        percentage = round2(amount / base * _HUNDRED) if base else _ZERO
+        allowances.append(
+            AllowanceTotals(
+                is_surcharge=_flag(charge.get("is_surcharge")),
+                base_amount=round2(base),
+                amount=round2(amount),
+                percentage=percentage,
+            )
+        )
+    surcharge = sum((a.amount for a in allowances if a.is_surcharge), _ZERO)
+    discount = sum((a.amount for a in allowances if not a.is_surcharge), _ZERO)
+    withholdings: dict[str, Decimal] = {}
+    taxes: dict[tuple[str, Decimal], tuple[Decimal, Decimal]] = {}
+    for line in lines:
+        for w in line.withholdings:
+            withholdings[w.code] = withholdings.get(w.code, _ZERO) + w.value
+        if not line.is_excluded:
+            key = (line.tax_code, round2(line.tax_rate))
+            base, tax = taxes.get(key, (_ZERO, _ZERO))
+            taxes[key] = (base + line.taxable_amount, tax + line.tax_amount)
+    return BillTotals(
+        lines=tuple(lines),
+        allowances=tuple(allowances),
+        gross_value=sum((line.gross_value for line in lines), _ZERO),
+        taxable_amount=sum((line.taxable_amount for line in lines), _ZERO),
+        tax_amount=sum((line.tax_amount for line in lines), _ZERO),
+        discount_amount=discount,
+        surcharge_amount=surcharge,
+        total=sum((line.total for line in lines), _ZERO) + surcharge - discount,
+        withholdings=withholdings,
+        taxes=taxes,
+    )

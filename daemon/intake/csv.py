@@ -1,0 +1,223 @@
+"""CSV reader: encoding detection, delimiter sniffing and spreadsheet-faithful row numbers.
+
+Every cell stays text. The encoding is the profile's, else a UTF-8/UTF-16 byte-order mark, else
+strict UTF-8, else Windows-1252 (what Excel's plain "CSV" writes on Latin-American Windows); a file
+that is neither is refused rather than decoded with replacement characters. Row numbers count
+records the way a spreadsheet shows them (header = row 1; a quoted field spanning lines is still
+one row). The file is streamed, so memory is bounded by :class:`~daemon.intake.rows.Limits`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv as _csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+from daemon.intake.rows import Limits, SourceRow, Table, input_error
+
+__all__ = ["DELIMITERS", "detect_encoding", "read_csv", "sniff_delimiter"]
+
+DELIMITERS = (",", ";", "\t", "|")
+_CHUNK = 1 << 20
+_CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
+
+
+def detect_encoding(path: Path) -> str:
+    """Return the codec to read ``path`` with: BOM, then strict UTF-8, then Windows-1252.
+
+    Raises:
+        InputError: the file holds NUL bytes (binary data) or is neither UTF-8 nor Windows-1252.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        utf8 = True
+        cp1252 = True
+        offset = 0
+        while chunk := fh.read(_CHUNK):
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise input_error(
+                    path,
+                    f"contains a NUL byte at offset {offset + nul}: this is binary data (or UTF-16 "
+                    "without a byte-order mark), not a CSV text file",
+                )
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+            if not utf8 and cp1252 and not _CP1252_UNDEFINED.isdisjoint(chunk):
+                cp1252 = False
+            offset += len(chunk)
+        if utf8:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                utf8 = False
+    if utf8:
+        return "utf-8"
+    if cp1252:
+        return "cp1252"
+    raise input_error(
+        path, "is neither UTF-8 nor Windows-1252 text; save it as 'CSV UTF-8' or set [read] encoding"
+    )
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """Pick the delimiter among ``, ; tab |`` that splits the header line most often.
+
+    >>> sniff_delimiter("Factura;Cliente;Valor, con IVA")
+    ';'
+    """
+    counts = {d: _count_outside_quotes(header_line, d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _count_outside_quotes(line: str, delimiter: str) -> int:
+    count = 0
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == delimiter and not quoted:
+            count += 1
+    return count
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    with path.open("r", encoding=encoding, errors="replace", newline="") as fh:
+        text = fh.read(64 * 1024)
+    for i, ch in enumerate(text):
+        if ch in "\r\n":
+            return text[:i]
+    return text
+
+
+def read_csv(
+    path: Path,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    header_row: int = 1,
+    limits: Limits | None = None,
+) -> Table:
+    """Read a CSV file into a :class:`Table` of text cells.
+
+    Args:
+        path: the file.
+        encoding: a codec name from the profile; None detects it.
+        delimiter: one character from the profile; None sniffs it from the header line.
+        header_row: the record holding the header (records above it are skipped, e.g. titles).
+        limits: size, row, column and cell limits.
+
+    Raises:
+        InputError: empty, binary, undecodable, malformed or over a limit.
+    """
+    limits = limits or Limits()
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise input_error(path, f"cannot be read: {exc.strerror or exc}") from None
+    if size == 0:
+        raise input_error(path, "is empty")
+    if size > limits.max_file_bytes:
+        raise input_error(path, f"is {size:,} bytes, over the limit of {limits.max_file_bytes:,} bytes")
+    warnings: list[str] = []
+    try:
+        if encoding is None:
+            encoding = detect_encoding(path)
+            if encoding == "cp1252":
+                warnings.append("read as Windows-1252 (cp1252): the file is not valid UTF-8")
+        else:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise input_error(path, f"unknown encoding {encoding!r} in the profile") from None
+        if delimiter is None:
+            delimiter = sniff_delimiter(_first_line(path, encoding))
+        with path.open("rb") as raw:
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+            headers, rows = _read_records(path, text, delimiter, header_row, limits)
+    except UnicodeDecodeError as exc:
+        raise input_error(
+            path, f"is not valid {encoding} text ({exc.reason}); set [read] encoding in the profile"
+        ) from None
+    except OSError as exc:
+        raise input_error(path, f"cannot be read: {exc.strerror or exc}") from None
+    return Table(file=path.name, headers=headers, rows=rows, warnings=warnings)
+
+
+def _records(path: Path, text: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
+    reader = _csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+    try:
+        yield from reader
+    except _csv.Error as exc:
+        raise input_error(path, f"malformed CSV near line {reader.line_num}: {exc}") from None
+
+
+def _read_records(
+    path: Path, text: io.TextIOWrapper, delimiter: str, header_row: int, limits: Limits
+) -> tuple[list[str], list[SourceRow]]:
+    headers: list[str] | None = None
+    width = 0
+    rows: list[SourceRow] = []
+    max_cell = limits.max_cell_chars
+    max_columns = limits.max_columns
+    max_rows = limits.max_rows
+    number = 0
+    for record in _records(path, text, delimiter):
+        number += 1
+        if len(record) > max_columns:
+            raise input_error(
+                path, f"row {number} has {len(record):,} fields, over the limit of {max_columns:,} columns"
+            )
+        if headers is None:
+            if number < header_row:
+                continue
+            if not any(cell.strip() for cell in record):
+                raise input_error(path, f"has no header: row {number} is blank")
+            if record and record[0].startswith("\ufeff"):
+                record[0] = record[0][1:]
+            headers = record
+            width = len(headers)
+            _check_cells(path, number, record, max_cell)
+            continue
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # a blank line: counted, never data
+        if len(rows) >= max_rows:
+            raise input_error(path, f"has more than {max_rows:,} data rows; split it into smaller files")
+        _check_cells(path, number, record, max_cell)
+        problems: dict[int, str] | None = None
+        if len(record) < width:
+            record.extend([""] * (width - len(record)))
+        elif len(record) > width:
+            extra = record[width:]
+            if any(cell.strip() for cell in extra):
+                problems = {
+                    -1: f"the row has {len(record)} fields but the header has {width}: "
+                    "check the delimiter and the quoting of this row"
+                }
+            del record[width:]
+        rows.append(SourceRow(number, record, problems))
+    if headers is None:
+        raise input_error(path, "is empty (no header row)")
+    return headers, rows
+
+
+def _check_cells(path: Path, number: int, record: list[str], max_cell: int) -> None:
+    if not record or max(map(len, record)) <= max_cell:
+        return
+    for cell in record:
+        if len(cell) > max_cell:
+            raise input_error(
+                path, f"row {number} has a cell of {len(cell):,} characters, over the limit of {max_cell:,}"
+            )

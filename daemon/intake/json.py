@@ -1,0 +1,316 @@
+"""JSON reader: native Factus v1 invoices (one object or a list), flat canonical rows, or JSON Lines.
+
+Numbers are parsed as ``Decimal`` (never float). A native invoice is flattened into canonical rows
+(one per item) that share a group and carry their JSON paths as labels, so the one mapper and
+validator handle every format and errors name ``items[1].price``. Flat rows (objects whose keys
+are canonical columns or profile headers) become an ordinary table. Row numbers are the 1-based
+position of the object in the list, or the line number in JSON Lines.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from daemon.catalog import WITHHOLDING_CODES
+from daemon.intake.fields import FIELDS
+from daemon.intake.parse import BadValue, as_text
+from daemon.intake.rows import ROW_PROBLEM, Limits, SourceRow, Table, input_error
+
+__all__ = ["NATIVE_HEADERS", "JsonContent", "read_json"]
+
+NATIVE_HEADERS: list[str] = list(FIELDS)
+_INDEX = {name: i for i, name in enumerate(NATIVE_HEADERS)}
+_EXTRAS = ("allowance_charges", "related_documents")
+_INVOICE_OBJECTS = {"order_reference", "billing_period", "establishment"}
+_NATIVE_MARKERS = {"items", "customer"}
+
+
+@dataclass(slots=True)
+class JsonContent:
+    """What a JSON file held: native invoices and/or flat rows (either table may be None)."""
+
+    native: Table | None = None
+    extras: dict[int, dict[str, Any]] = field(default_factory=dict)
+    flat: Table | None = None
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _loads(path: Path, text: str, limits: Limits) -> Any:
+    try:
+        value = _json.loads(text, parse_float=Decimal)
+    except RecursionError:
+        raise input_error(path, f"nests deeper than {limits.max_json_depth} levels") from None
+    except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
+        raise input_error(path, f"is not valid JSON: {exc}") from None
+    if not _depth_ok(value, limits.max_json_depth):
+        raise input_error(path, f"nests deeper than {limits.max_json_depth} levels")
+    return value
+
+
+def read_json(path: Path, *, limits: Limits | None = None) -> JsonContent:
+    """Read a ``.json``/``.jsonl`` file into native-invoice rows and/or flat rows.
+
+    Raises:
+        InputError: empty, not UTF-8, not JSON, an unexpected top-level shape, or over a limit.
+    """
+    limits = limits or Limits()
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise input_error(path, f"is {size:,} bytes, over the limit of {limits.max_file_bytes:,} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise input_error(path, f"cannot be read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise input_error(path, "is empty")
+    if b"\x00" in data:
+        raise input_error(path, "contains NUL bytes: this is binary data (or UTF-16), not JSON text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise input_error(
+            path, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); JSON must be UTF-8"
+        ) from None
+    del data
+    objects: list[tuple[int, Any]]
+    lines_mode = path.suffix.lower() in (".jsonl", ".ndjson")
+    if not lines_mode:
+        try:
+            top = _json.loads(text, parse_float=Decimal)
+        except _json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":
+                raise input_error(path, f"is not valid JSON: {exc}") from None
+            lines_mode = True
+        except RecursionError:
+            raise input_error(path, f"nests deeper than {limits.max_json_depth} levels") from None
+        except ValueError as exc:
+            raise input_error(path, f"is not valid JSON: {exc}") from None
+        else:
+            if not _depth_ok(top, limits.max_json_depth):
+                raise input_error(path, f"nests deeper than {limits.max_json_depth} levels")
+            if isinstance(top, dict):
+                objects = [(1, top)]
+            elif isinstance(top, list):
+                objects = list(enumerate(top, start=1))
+            else:
+                raise input_error(path, "must hold an invoice object, a list of objects, or JSON Lines")
+    if lines_mode:
+        objects = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                objects.append((number, _loads(path, line, limits)))
+            except Exception as exc:
+                raise input_error(path, f"line {number}: {str(exc).split(': ', 1)[-1]}") from None
+    if not objects:
+        raise input_error(path, "holds no invoice (an empty list)")
+    if len(objects) > limits.max_rows:
+        raise input_error(path, f"has more than {limits.max_rows:,} objects; split it into smaller files")
+    return _split(path, objects, limits)
+
+
+def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits) -> JsonContent:
+    content = JsonContent()
+    native_rows: list[SourceRow] = []
+    flat_rows: list[tuple[int, dict[str, Any]]] = []
+    for group, (number, obj) in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise input_error(path, f"row {number}: expected a JSON object, got {type(obj).__name__}")
+        if _is_native(obj):
+            rows, extras = _flatten_native(obj, number, group)
+            native_rows.extend(rows)
+            if extras:
+                content.extras[group] = extras
+        else:
+            flat_rows.append((number, obj))
+    if native_rows:
+        content.native = Table(file=path.name, headers=list(NATIVE_HEADERS), rows=native_rows)
+    if flat_rows:
+        content.flat = _flat_table(path, flat_rows, limits)
+    return content
+
+
+_TOP_LEVEL = {n for n, f in FIELDS.items() if f.level == "invoice" and "." not in n} | set(_EXTRAS)
+
+
+def _is_native(obj: dict[str, Any]) -> bool:
+    """A v1 invoice object (possibly incomplete), as opposed to a flat row of canonical columns."""
+    if _NATIVE_MARKERS & obj.keys() or any(isinstance(v, dict | list) for v in obj.values()):
+        return True
+    return bool(obj) and all(key in _TOP_LEVEL for key in obj)
+
+
+def _flat_table(path: Path, objects: list[tuple[int, dict[str, Any]]], limits: Limits) -> Table:
+    headers: list[str] = []
+    index: dict[str, int] = {}
+    for _, obj in objects:
+        for key in obj:
+            if key not in index:
+                index[key] = len(headers)
+                headers.append(str(key))
+    if len(headers) > limits.max_columns:
+        raise input_error(
+            path, f"has {len(headers):,} distinct keys, over the limit of {limits.max_columns:,} columns"
+        )
+    rows: list[SourceRow] = []
+    width = len(headers)
+    for number, obj in objects:
+        values = [""] * width
+        problems: dict[int, str] | None = None
+        for key, value in obj.items():
+            i = index[key]
+            try:
+                values[i] = as_text(value)
+            except BadValue as exc:
+                problems = problems or {}
+                problems[i] = str(exc)
+            if len(values[i]) > limits.max_cell_chars:
+                raise input_error(
+                    path, f"row {number} key {key!r} is longer than {limits.max_cell_chars:,} characters"
+                )
+        rows.append(SourceRow(number, values, problems))
+    return Table(file=path.name, headers=headers, rows=rows)
+
+
+class _Flat:
+    """Accumulates one native object's cells with their JSON-path labels."""
+
+    def __init__(self) -> None:
+        self.values = [""] * len(NATIVE_HEADERS)
+        self.labels: dict[int, str] = {}
+        self.problems: dict[int, str] = {}
+
+    def put(self, canonical: str, value: Any, label: str) -> None:
+        i = _INDEX[canonical]
+        self.labels[i] = label
+        try:
+            self.values[i] = as_text(value)
+        except BadValue as exc:
+            self.problems[i] = f"{label} {exc}"
+
+    def problem(self, label: str, message: str) -> None:
+        key = ROW_PROBLEM - sum(1 for k in self.problems if k < 0)
+        self.problems[key] = f"{label} {message}"
+        self.labels[key] = label
+
+    def row(self, number: int, group: int) -> SourceRow:
+        return SourceRow(number, list(self.values), dict(self.problems) or None, group, dict(self.labels))
+
+
+def _flatten_native(obj: dict[str, Any], number: int, group: int) -> tuple[list[SourceRow], dict[str, Any]]:
+    head = _Flat()
+    extras: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in ("customer", "items"):
+            continue
+        if key in _EXTRAS:
+            extras[key] = value
+        elif key in _INVOICE_OBJECTS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                head.problem(key, "must be an object")
+                continue
+            for sub, subvalue in value.items():
+                name = f"{key}.{sub}"
+                if name in FIELDS and FIELDS[name].level == "invoice":
+                    head.put(name, subvalue, name)
+                else:
+                    head.problem(name, "is not a field of a Factus v1 invoice")
+        elif key in FIELDS and FIELDS[key].level == "invoice":
+            head.put(key, value, key)
+        else:
+            head.problem(key, "is not a field of a Factus v1 invoice")
+    customer = obj.get("customer")
+    if isinstance(customer, dict):
+        for key, value in customer.items():
+            name = f"customer.{key}"
+            if name in FIELDS:
+                head.put(name, value, name)
+            else:
+                head.problem(name, "is not a field of a Factus v1 customer")
+    elif customer is None:
+        head.problem("customer", "is required")
+    else:
+        head.problem("customer", "must be an object")
+    items = obj.get("items")
+    rows: list[SourceRow] = []
+    if not isinstance(items, list) or not items:
+        head.problem("items", "must be a non-empty list of items" if items is not None else "is required")
+        return [head.row(number, group)], extras
+    for i, item in enumerate(items):
+        flat = _Flat()
+        flat.values = list(head.values)
+        flat.labels = dict(head.labels)
+        flat.problems = dict(head.problems) if i == 0 else {}
+        prefix = f"items[{i}]"
+        if not isinstance(item, dict):
+            flat.problem(prefix, "must be an object")
+            rows.append(flat.row(number, group))
+            continue
+        for key, value in item.items():
+            label = f"{prefix}.{key}"
+            if key == "withholding_taxes":
+                _flatten_withholdings(flat, value, label)
+            elif key == "mandate":
+                if isinstance(value, dict):
+                    for sub, subvalue in value.items():
+                        name = f"item.mandate.{sub}"
+                        if name in FIELDS:
+                            flat.put(name, subvalue, f"{label}.{sub}")
+                        else:
+                            flat.problem(f"{label}.{sub}", "is not a field of a Factus v1 mandate")
+                elif value is not None:
+                    flat.problem(label, "must be an object")
+            elif f"item.{key}" in FIELDS and not key.startswith(("withholding.", "mandate.")):
+                flat.put(f"item.{key}", value, label)
+            else:
+                flat.problem(label, "is not a field of a Factus v1 item")
+        rows.append(flat.row(number, group))
+    return rows, extras
+
+
+def _flatten_withholdings(flat: _Flat, value: Any, label: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        flat.problem(label, "must be a list")
+        return
+    for j, tax in enumerate(value):
+        where = f"{label}[{j}]"
+        if not isinstance(tax, dict):
+            flat.problem(where, "must be an object")
+            continue
+        code = str(tax.get("code", "")).strip()
+        if code not in WITHHOLDING_CODES:
+            flat.problem(
+                f"{where}.code",
+                f"{code!r} is not a withholding code (allowed: {', '.join(sorted(WITHHOLDING_CODES))})",
+            )
+            continue
+        name = f"item.withholding.{code}"
+        if flat.values[_INDEX[name]]:
+            flat.problem(f"{where}.code", f"repeats withholding code {code}")
+            continue
+        extra = set(tax) - {"code", "withholding_tax_rate", "rate"}
+        if extra:
+            flat.problem(where, f"has unknown key(s) {sorted(extra)}")
+        rate = tax.get("withholding_tax_rate", tax.get("rate"))
+        flat.put(name, rate, f"{where}.withholding_tax_rate")

@@ -1,0 +1,225 @@
+"""Text -> value parsers for each canonical kind, with the profile's separators and date format.
+
+Each parser takes trimmed, non-empty text and returns the value the v1 model expects, or raises
+:class:`BadValue` with a plain message. Money never passes through a float.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from daemon.intake.fields import Kind
+from daemon.intake.lookups import Lookups
+
+__all__ = ["BadValue", "TextParser", "as_text"]
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_FLOATY_INT = re.compile(r"(\d+)\.0+")
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
+_TRUE = frozenset({"true", "1", "si", "sí", "s", "yes", "y", "x", "-1", "verdadero", "t"})
+_FALSE = frozenset({"false", "0", "no", "n", "falso", "f"})
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+_FALLBACK_DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d")
+_SERIAL = re.compile(r"(\d{1,7})(?:\.\d+)?")
+_EXCEL_EPOCH = date(1899, 12, 30)
+_MAX_SERIAL = 2_958_465  # 9999-12-31
+_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?")
+
+
+class BadValue(ValueError):
+    """Raised by a parser: the text cannot be read as the column's kind (message is user-facing)."""
+
+
+def as_text(value: Any) -> str:
+    """Text form of a TOML/JSON scalar (a profile default, a value-map target, a JSON value)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str | int):
+        return str(value)
+    raise BadValue(f"expected a single value, got a {type(value).__name__}")
+
+
+class TextParser:
+    """Parsers bound to one profile's ``decimal``/``thousands``/``date_format`` and the lookups."""
+
+    def __init__(
+        self,
+        *,
+        decimal: str = ".",
+        thousands: str = "",
+        date_format: str | None = None,
+        lookups: Lookups,
+    ) -> None:
+        self.decimal = decimal
+        self.thousands = thousands
+        self.date_format = date_format
+        self.lookups = lookups
+        self.repaired: dict[str, str] = {}
+        """Float-looking identifiers that were repaired (``900123456.0`` -> ``900123456``)."""
+
+    def parse(self, kind: Kind, text: str, canonical: str) -> Any:
+        """Parse trimmed non-empty ``text`` as ``kind``.
+
+        Raises:
+            BadValue: with a message naming what was expected.
+        """
+        if kind == "text":
+            return text
+        if kind == "ident":
+            return self.ident(text)
+        if kind == "int":
+            return self.integer(text)
+        if kind == "code":
+            return self.code(text, canonical)
+        if kind == "decimal":
+            return self.decimal_value(text)
+        if kind == "rate":
+            return self.decimal_value(text[:-1].rstrip() if text.endswith("%") else text)
+        if kind == "date":
+            return self.date_value(text)
+        if kind == "time":
+            return self.time_value(text)
+        if kind == "bool":
+            return self.boolean(text)
+        if kind == "flag":
+            return 1 if self.boolean(text) else 0
+        if kind == "municipality":
+            found = self.lookups.municipality_id(text)
+            if found is None:
+                raise BadValue(
+                    f"is not a known DIVIPOLA municipality code{self._table_note()}"
+                    if text.isdigit()
+                    else "is not a DIVIPOLA municipality code (5 digits, e.g. 11001 for Bogotá)"
+                )
+            return found
+        if kind == "unit":
+            unit = self.lookups.unit_id(text)
+            if unit is None:
+                raise BadValue(f"is not a known unit of measure code (e.g. 94, KGM){self._table_note()}")
+            return unit
+        raise AssertionError(f"unknown kind {kind}")  # pragma: no cover
+
+    def _table_note(self) -> str:
+        if self.lookups.complete:
+            return ""
+        return " in the built-in table (refresh the lookups cache from Factus for the full list)"
+
+    def ident(self, text: str) -> str:
+        """An identifier: kept as written; ``123.0`` (a number exported as float) is repaired."""
+        if "." in text or "e" in text or "E" in text:
+            m = _FLOATY_INT.fullmatch(text)
+            if m:
+                self.repaired[text] = m.group(1)
+                return m.group(1)
+            if _SCIENTIFIC.fullmatch(text):
+                raise BadValue("is in scientific notation, so digits are lost: export the column as text")
+        return text
+
+    def _number_text(self, text: str) -> str:
+        s = text
+        if s.startswith("$"):
+            s = s[1:]
+        if " " in s or "\u00a0" in s:
+            s = s.replace(" ", "").replace("\u00a0", "")
+        if self.thousands and self.thousands in s:
+            s = s.replace(self.thousands, "")
+        if self.decimal == "," and "," in s:
+            s = s.replace(",", ".")
+        return s
+
+    def decimal_value(self, text: str) -> Decimal:
+        """A number with the profile's separators, as an exact Decimal."""
+        s = self._number_text(text)
+        if not _NUMBER.fullmatch(s):
+            if _SCIENTIFIC.fullmatch(text):
+                raise BadValue("is in scientific notation: write the number in plain digits")
+            sep = "a decimal comma" if self.decimal == "," else "a decimal point"
+            extra = (
+                f" and '{self.thousands}' for thousands" if self.thousands else " and no thousands separator"
+            )
+            raise BadValue(f"is not a number (expected digits with {sep}{extra})")
+        try:
+            return Decimal(s)
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid numbers
+            raise BadValue("is not a number") from None
+
+    def integer(self, text: str) -> int:
+        """A whole number (``3``, ``3.00``, ``3,00`` with a decimal comma)."""
+        if text.isdigit():
+            return int(text)
+        try:
+            value = self.decimal_value(text)
+        except BadValue:
+            raise BadValue("is not a whole number") from None
+        if value != value.to_integral_value():
+            raise BadValue("must be a whole number")
+        return int(value)
+
+    @staticmethod
+    def code(text: str, canonical: str) -> str:
+        """A code of a code table, normalised the way Factus spells it."""
+        m = _FLOATY_INT.fullmatch(text)
+        if m:
+            text = m.group(1)
+        if canonical == "document" and text.isdigit() and len(text) == 1:
+            return text.zfill(2)
+        if canonical in ("payment_form", "operation_type") and text.isdigit():
+            return text.lstrip("0") or "0"
+        if canonical == "payment_method_code":
+            return text.upper()
+        return text
+
+    def date_value(self, text: str) -> date:
+        """ISO dates always; Excel serial numbers; else the profile's ``date_format``; else
+        dd/mm/yyyy, dd-mm-yyyy, yyyy/mm/dd (Colombian day-first order, parsed strictly)."""
+        m = _ISO_DATE.fullmatch(text)
+        if m:
+            try:
+                return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            except ValueError:
+                raise BadValue("is not a valid calendar date") from None
+        m = _SERIAL.fullmatch(text)
+        if m:
+            serial = int(m.group(1))
+            if 61 <= serial <= _MAX_SERIAL:
+                return _EXCEL_EPOCH + timedelta(days=serial)
+            if 1 <= serial <= 60:  # Excel's fictitious 1900-02-29 shifts the first 60 days by one
+                return _EXCEL_EPOCH + timedelta(days=serial + 1)
+        formats = (self.date_format,) if self.date_format else _FALLBACK_DATE_FORMATS
+        for fmt in formats:
+            try:
+                return datetime.strptime(text, fmt).date()
+            except ValueError:
+                continue
+        expected = self.date_format or "YYYY-MM-DD or DD/MM/YYYY"
+        raise BadValue(f"is not a date in the format {expected}")
+
+    @staticmethod
+    def time_value(text: str) -> time:
+        """``HH:MM`` or ``HH:MM:SS``."""
+        m = _TIME.fullmatch(text)
+        if m:
+            try:
+                return time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+            except ValueError:
+                pass
+        raise BadValue("is not a time (HH:MM:SS)")
+
+    @staticmethod
+    def boolean(text: str) -> bool:
+        """Yes/no as ERPs spell it (``true``, ``1``, ``Sí``, ``x``, ``-1``; ``false``, ``0``, ``No``)."""
+        low = text.casefold()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise BadValue("is not a yes/no value (use true/false, 1/0 or si/no)")

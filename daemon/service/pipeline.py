@@ -1,0 +1,473 @@
+"""The order of steps for one source file; the only module that knows it.
+
+::
+
+    claim (rename into .processing/ + ledger row)         crash: after_claim
+    read (intake) -> failed/ + reason.json when unreadable
+    record invoices (reference-code rules)                 one transaction
+    submit every invoice (:mod:`daemon.service.submit`)    crash: before_submit, after_send, after_validated
+    PDF + XML into the batch folder                        crash: mid_document
+    report.json + report.csv                               crash: mid_report, before_archive
+    archive the source                                     crash: after_archive
+
+Every step is idempotent and driven by the ledger state, so :meth:`Pipeline.advance` resumes a file
+wherever a crash left it. Files are advanced one step function at a time under a per-file lock;
+threads and timing belong to :mod:`daemon.service.runner`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.errors import DaemonError, LedgerError
+from daemon.log import redact
+from daemon.service import crash
+from daemon.service.files import Claimed, FileStore, sha256_of
+from daemon.service.ledger import (
+    FileRow,
+    InvoiceRow,
+    NewEntry,
+    NewInvoice,
+    SqliteLedger,
+    utc_now,
+)
+from daemon.service.outbox import Outbox, build_report, entry_is_final
+from daemon.service.submit import Submitter
+
+__all__ = ["IntakeOutcome", "Pipeline", "Reader", "payload_hash"]
+
+_log = structlog.get_logger("daemon.service.pipeline")
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of a payload's canonical JSON (sorted keys, exact decimals)."""
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOutcome:
+    """What the intake made of one file, in ledger terms."""
+
+    invoices: list[NewInvoice]
+    invalid: list[NewEntry] = field(default_factory=list)
+    file_errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[Any] = field(default_factory=list)
+    profile: str | None = None
+    """The mapping profile the intake used (a folder profile, or one chosen by its ``match`` glob)."""
+
+
+Reader = Callable[[Path, str | None], IntakeOutcome]
+"""``reader(path, profile)``: read a claimed file; raises :class:`~daemon.errors.InputError` if unreadable."""
+
+
+class Pipeline:
+    """Drives files through their steps.
+
+    Args:
+        ledger: the durable ledger.
+        store: inbox/.processing/archive/failed folders.
+        outbox: batch folders and reports.
+        submitter: invoice workers.
+        reader: the intake adapter.
+        max_file_bytes: larger files are moved to ``failed/`` without being read.
+        clock: epoch seconds.
+    """
+
+    def __init__(
+        self,
+        ledger: SqliteLedger,
+        store: FileStore,
+        outbox: Outbox,
+        submitter: Submitter,
+        reader: Reader,
+        *,
+        max_file_bytes: int = 256 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.outbox = outbox
+        self.submitter = submitter
+        self.reader = reader
+        self.max_file_bytes = max_file_bytes
+        self._clock = clock
+        self._locks: dict[int, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._scheduled: set[str] = set()
+        self._interim: dict[int, str] = {}
+        self._kick_later: list[int] = []
+        self.touched: set[int] = set()
+        """Files claimed, resumed or finished by this process (``run --once`` exit code)."""
+
+    def _lock(self, file_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(file_id, threading.Lock())
+
+    # -- claim ---------------------------------------------------------------------------------
+
+    def claim(self, path: Path) -> int | None:
+        """Claim an inbox file (rename + ledger row); None when it vanished first."""
+        claimed = self.store.claim(path)
+        if claimed is None:
+            return None
+        return self.register(claimed)
+
+    def register(self, claimed: Claimed) -> int:
+        """Record a file sitting in ``.processing/`` (new claim, or found there on start)."""
+        existing = self.ledger.file_by_processing_path(str(claimed.path))
+        if existing is not None:
+            self.touched.add(existing.id)
+            return existing.id
+        size = None
+        try:
+            size = claimed.path.lstat().st_size
+            digest = sha256_of(claimed.path)
+        except OSError as exc:
+            digest = hashlib.sha256(f"unreadable:{claimed.path}:{time.time_ns()}".encode()).hexdigest()
+            _log.warning("file_hash_failed", file=claimed.name, error=redact(str(exc)))
+        row = self.ledger.register_file(
+            sha256=digest,
+            name=claimed.name,
+            original_path=str(claimed.original),
+            processing_path=str(claimed.path),
+            profile=claimed.profile,
+            size_bytes=size,
+        )
+        self.touched.add(row.id)
+        _log.info(
+            "file_claimed",
+            file=claimed.name,
+            profile=claimed.profile,
+            sha256=digest,
+            size_bytes=size,
+            duplicate_of=row.duplicate_of,
+            file_id=row.id,
+        )
+        crash.reach("after_claim")
+        return row.id
+
+    # -- the state machine -----------------------------------------------------------------------
+
+    def advance(self, file_id: int) -> None:
+        """Move a file forward as far as possible right now (safe to call any time, any number)."""
+        with self._lock(file_id):
+            file = self.ledger.file(file_id)
+            if file.state == "claimed":
+                file = self._read(file)
+            if file.state == "read":
+                file = self._progress(file)
+            if file.state == "reported":
+                file = self._archive(file)
+            if file.state == "archiving":
+                file = self._finish_archive(file)
+            if file.state == "failing":
+                file = self._finish_failing(file)
+            if file.state == "archived" and file.report_due:
+                self._rewrite_report(file)
+
+    def _read(self, file: FileRow) -> FileRow:
+        if not file.batch_dir:
+            batch = self.outbox.batch_dir_for(file.name, self.ledger.batch_dir_taken)
+            self.ledger.update_file(file.id, batch_dir=str(batch))
+        if file.duplicate_of is not None:
+            original = self.ledger.file(file.duplicate_of)
+            if original.state in ("failing", "failed"):
+                return self._fail(
+                    file, f"same content as {original.name}, which could not be read: {original.reason}"
+                )
+            if original.state == "claimed":
+                return self.ledger.file(file.id)  # read once the original is read
+            self.ledger.record_duplicate_file(file.id, original.id)
+            _log.info("file_duplicate", file=file.name, original=original.name, sha256=file.sha256)
+            return self.ledger.file(file.id)
+        path = Path(file.processing_path or "")
+        if not file.processing_path or not os.path.lexists(path):
+            return self._fail(
+                file, "the claimed file disappeared from the .processing folder before it was read"
+            )
+        if path.is_symlink():
+            return self._fail(file, "symbolic links are not followed; copy the file itself into the inbox")
+        if not path.is_file():
+            return self._fail(file, "not a regular file")
+        size = path.stat().st_size
+        if size > self.max_file_bytes:
+            return self._fail(
+                file,
+                f"file is {size} bytes, above the limit of {self.max_file_bytes} bytes "
+                "(watch.max_file_bytes)",
+            )
+        try:
+            outcome = self.reader(path, file.profile)
+        except DaemonError as exc:
+            return self._fail(file, str(exc).replace(str(path), file.name), error=type(exc).__name__)
+        except Exception as exc:  # hostile input must never stop the daemon
+            _log.exception("intake_crashed", file=file.name)
+            return self._fail(
+                file, f"the file could not be read ({type(exc).__name__}: {exc})", error="InternalError"
+            )
+        if outcome.profile and outcome.profile != file.profile:
+            self.ledger.update_file(file.id, profile=outcome.profile)
+        to_submit = self.ledger.record_intake(
+            file.id,
+            outcome.invoices,
+            outcome.invalid,
+            file_errors=outcome.file_errors,
+            warnings=outcome.warnings,
+            source_name=file.name,
+        )
+        _log.info(
+            "file_read",
+            file=file.name,
+            invoices=len(outcome.invoices),
+            to_submit=len(to_submit),
+            invalid=len(outcome.invalid),
+            file_errors=len(outcome.file_errors),
+        )
+        # Duplicates of this file that waited for it can go on now.
+        for dup in self.ledger.files("claimed"):
+            if dup.duplicate_of == file.id:
+                self._kick_later.append(dup.id)
+        return self.ledger.file(file.id)
+
+    def kicks(self) -> list[int]:
+        """File ids that became ready because another file moved on (the runner advances them)."""
+        out, self._kick_later = self._kick_later, []
+        return out
+
+    def _progress(self, file: FileRow) -> FileRow:
+        entries = self.ledger.entries(file.id)
+        refs = [e.reference_code for e in entries if e.reference_code]
+        invoices = {ref: inv for ref in refs if (inv := self.ledger.invoice(ref)) is not None}
+        for entry in entries:
+            inv = invoices.get(entry.reference_code or "")
+            if entry.kind != "own" or inv is None or inv.file_id != file.id:
+                continue
+            if inv.state in ("planned", "submitting") and inv.reference_code not in self._scheduled:
+                self._scheduled.add(inv.reference_code)
+                if self.submitter.auth_ok.is_set():
+                    self.submitter.schedule(inv.reference_code)
+            elif (
+                inv.state == "validated"
+                and inv.reference_code not in self._scheduled
+                and not self._has_documents(inv)
+            ):
+                self._scheduled.add(inv.reference_code)
+                self.submitter.schedule(inv.reference_code)
+        if not self._complete(file, entries, invoices):
+            if not any(self.submitter.is_active(r) for r in refs):
+                self._write_report(file, final=False)
+            return file
+        self._write_report(file, final=True)
+        return self.ledger.file(file.id)
+
+    def _has_documents(self, inv: InvoiceRow) -> bool:
+        docs = self.ledger.documents(inv.reference_code)
+        return all(k in docs and Path(docs[k].path).is_file() for k in ("pdf", "xml"))
+
+    def _complete(self, file: FileRow, entries: Sequence[Any], invoices: Mapping[str, InvoiceRow]) -> bool:
+        for entry in entries:
+            inv = invoices.get(entry.reference_code or "")
+            if not entry_is_final(entry, inv):
+                return False
+            if (
+                entry.kind == "own"
+                and entry.status is None
+                and inv is not None
+                and inv.state == "validated"
+                and inv.file_id == file.id
+                and not self._has_documents(inv)
+            ):
+                return False
+        return True
+
+    def _report(self, file: FileRow, *, final: bool) -> dict[str, Any]:
+        entries = self.ledger.entries(file.id)
+        refs = {e.reference_code for e in entries if e.reference_code}
+        invoices = {ref: inv for ref in refs if (inv := self.ledger.invoice(ref)) is not None}
+        documents = {ref: self.ledger.documents(ref) for ref in refs}
+        return build_report(
+            file,
+            entries,
+            invoices,
+            documents,
+            batch_dir=Path(file.batch_dir or "."),
+            finished_at=utc_now() if final else None,
+        )
+
+    def _write_report(self, file: FileRow, *, final: bool) -> None:
+        report = self._report(file, final=final)
+        batch = Path(file.batch_dir or "")
+        if not final:
+            key = json.dumps(report, sort_keys=True, default=str)
+            if self._interim.get(file.id) == key:
+                return
+            self.outbox.write_report(batch, report)
+            self._interim[file.id] = key
+            _log.info("file_waiting", file=file.name, summary=report["summary"])
+            return
+        path = self.outbox.write_report(batch, report)
+        self._interim.pop(file.id, None)
+        self.ledger.update_file(file.id, state="reported", report_path=str(path), report_due=0)
+        _log.info(
+            "file_reported",
+            file=file.name,
+            batch=str(batch),
+            summary=report["summary"],
+            file_errors=len(report["file_errors"]),
+        )
+        crash.reach("before_archive")
+
+    def _rewrite_report(self, file: FileRow) -> None:
+        entries = self.ledger.entries(file.id)
+        refs = [e.reference_code for e in entries if e.reference_code]
+        invoices = {ref: inv for ref in refs if (inv := self.ledger.invoice(ref)) is not None}
+        for inv in invoices.values():
+            if (
+                inv.file_id == file.id
+                and inv.state in ("planned", "submitting")
+                and inv.reference_code not in self._scheduled
+                and self.submitter.auth_ok.is_set()
+            ):
+                self._scheduled.add(inv.reference_code)
+                self.submitter.schedule(inv.reference_code)
+        if not self._complete(file, entries, invoices):
+            return
+        report = self._report(file, final=True)
+        path = self.outbox.write_report(Path(file.batch_dir or ""), report)
+        self.ledger.update_file(file.id, report_path=str(path), report_due=0)
+        _log.info("file_report_rewritten", file=file.name, summary=report["summary"])
+
+    def _archive(self, file: FileRow) -> FileRow:
+        src = Path(file.processing_path or "")
+        if not file.processing_path or not os.path.lexists(src):
+            _log.error("file_source_missing", file=file.name, processing_path=file.processing_path)
+            self.ledger.update_file(file.id, state="archived", finished_at=utc_now(), reason="source missing")
+            return self.ledger.file(file.id)
+        target = self.store.archive_target(file.name)
+        self.ledger.update_file(file.id, state="archiving", final_path=str(target))
+        return self.ledger.file(file.id)
+
+    def _finish_archive(self, file: FileRow) -> FileRow:
+        src = Path(file.processing_path or "")
+        target = Path(file.final_path or "")
+        if file.processing_path and os.path.lexists(src):
+            if os.path.lexists(target):
+                target = self.store.archive_target(file.name)
+                self.ledger.update_file(file.id, final_path=str(target))
+            target = self.store.move_to(src, target)
+            crash.reach("after_archive")
+        self.ledger.update_file(file.id, state="archived", final_path=str(target), finished_at=utc_now())
+        _log.info("file_archived", file=file.name, archive=str(target))
+        return self.ledger.file(file.id)
+
+    def _fail(self, file: FileRow, reason: str, *, error: str = "InputError") -> FileRow:
+        reason = redact(reason)
+        target = self.store.failed_target(file.name)
+        self.ledger.update_file(file.id, state="failing", final_path=str(target), reason=reason)
+        _log.warning("file_failed", file=file.name, reason=reason, error=error)
+        return self.ledger.file(file.id)
+
+    def _finish_failing(self, file: FileRow) -> FileRow:
+        src = Path(file.processing_path or "")
+        target = Path(file.final_path or "")
+        if file.processing_path and os.path.lexists(src):
+            if os.path.lexists(target) or os.path.lexists(self.store.reason_path(target)):
+                target = self.store.failed_target(file.name)
+                self.ledger.update_file(file.id, final_path=str(target))
+            self.store.write_reason(target, self._reason(file, target))
+            target = self.store.move_to(src, target)
+        elif not self.store.reason_path(target).exists():
+            self.store.write_reason(target, self._reason(file, target))
+        self.ledger.update_file(file.id, state="failed", final_path=str(target), finished_at=utc_now())
+        return self.ledger.file(file.id)
+
+    @staticmethod
+    def _reason(file: FileRow, target: Path) -> dict[str, Any]:
+        return {
+            "source": file.name,
+            "original_path": file.original_path,
+            "sha256": file.sha256,
+            "profile": file.profile,
+            "received_at": file.claimed_at,
+            "failed_at": utc_now(),
+            "file": target.name,
+            "reason": file.reason,
+        }
+
+    # -- recovery and periodic work ------------------------------------------------------------------
+
+    def recover(self, temp_roots: Iterable[Path]) -> list[int]:
+        """On start: clean temp files, adopt ``.processing/`` files, list every unfinished file.
+
+        Returns:
+            Ids of files to advance.
+        """
+        removed = self.store.clean_temp_files(*temp_roots)
+        if removed:
+            _log.info("temp_files_removed", count=len(removed))
+        for claimed in self.store.claimed_files():
+            try:
+                self.register(claimed)
+            except LedgerError:
+                raise
+            except Exception:
+                _log.exception("file_adopt_failed", path=str(claimed.path))
+        self.store.prune_processing()
+        ids = [f.id for f in self.ledger.unfinished_files()]
+        ids += [f.id for f in self.ledger.files("archived") if f.report_due]
+        self.touched.update(ids)
+        stuck = self.ledger.invoices("submitting")
+        if stuck:
+            _log.info(
+                "invoices_to_reconcile", count=len(stuck), references=[i.reference_code for i in stuck][:20]
+            )
+        return ids
+
+    def due_work(self, now: float | None = None) -> list[int]:
+        """Schedule invoices whose retry is due, documents still missing and hidden bills to delete.
+
+        Returns:
+            Ids of files to advance afterwards.
+        """
+        now = self._clock() if now is None else now
+        files: set[int] = set()
+        paused = not self.submitter.auth_ok.is_set()
+        for inv in self.ledger.invoices("planned", "submitting", "pending"):
+            if inv.state == "pending" and inv.next_attempt_at is not None and inv.next_attempt_at > now:
+                continue
+            files.add(inv.file_id)
+            if not paused:
+                self._scheduled.add(inv.reference_code)
+                self.submitter.schedule(inv.reference_code)
+        for inv in self.ledger.invoices("validated"):
+            owner = self.ledger.file(inv.file_id)
+            if (owner.state not in ("archived", "failed") or owner.report_due) and not self._has_documents(
+                inv
+            ):
+                files.add(inv.file_id)
+                self.submitter.schedule(inv.reference_code)
+        if not paused:
+            for inv in self.ledger.hidden_bills():
+                self.submitter.schedule(inv.reference_code)
+        files.update(f.id for f in self.ledger.unfinished_files())
+        files.update(f.id for f in self.ledger.files("archived") if f.report_due)
+        return sorted(files)
+
+    def files_for_invoice(self, reference_code: str) -> list[int]:
+        """Files whose report depends on this invoice (owner first)."""
+        ids = self.ledger.files_referencing(reference_code)
+        inv = self.ledger.invoice(reference_code)
+        if inv is not None and inv.file_id not in ids:
+            ids.insert(0, inv.file_id)
+        return ids

@@ -1,0 +1,50 @@
+"""Shared fixtures: one Factus emulator per test session on a real loopback socket.
+
+* ``emulator`` (session): the running :class:`~daemon.emulator.EmulatorServer` (port 0, a rate limit
+  high enough never to interfere: 100000 per 60 s, tokens valid 3600 s). Do not change its state
+  without going through ``emu``.
+* ``emu`` (function): the same server, reset first (no bills, no tokens, no faults, fresh counters).
+  Use it in every test that talks to the emulator; set faults with ``emu.set_faults({...})`` and read
+  what happened with ``emu.snapshot()``.
+* ``factus_env`` (function): the ``FACTUS_*`` variables pointing at the emulator, as a dict (pass it
+  to ``monkeypatch.setenv`` or to a subprocess ``env``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from daemon.emulator import EmulatorConfig, EmulatorServer
+
+EMULATOR_CONFIG = EmulatorConfig(port=0, rate_limit=100_000, rate_window_s=60.0, token_ttl_s=3600)
+
+
+def emulator_env(server: EmulatorServer) -> dict[str, str]:
+    """``FACTUS_*`` settings for a running emulator."""
+    cfg = server.config
+    return {
+        "FACTUS_BASE_URL": server.url,
+        "FACTUS_CLIENT_ID": cfg.client_id,
+        "FACTUS_CLIENT_SECRET": cfg.client_secret,
+        "FACTUS_USERNAME": cfg.username,
+        "FACTUS_PASSWORD": cfg.password,
+    }
+
+
+@pytest.fixture(scope="session", name="emulator")
+def _emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EMULATOR_CONFIG) as server:
+        yield server
+
+
+@pytest.fixture(name="emu")
+def _emu(emulator: EmulatorServer) -> EmulatorServer:
+    emulator.reset()
+    return emulator
+
+
+@pytest.fixture(name="factus_env")
+def _factus_env(emu: EmulatorServer) -> dict[str, str]:
+    return emulator_env(emu)

@@ -1,0 +1,328 @@
+"""The auth, invoice and lookup commands end to end against the emulator, via daemon.cli.main."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from daemon.cli import main
+from daemon.emulator import EmulatorServer
+from daemon.factus import FactusClient
+from daemon.factus.cli import format_table
+from daemon.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+FACTUS_VARS = (
+    "FACTUS_BASE_URL",
+    "FACTUS_CLIENT_ID",
+    "FACTUS_CLIENT_SECRET",
+    "FACTUS_USERNAME",
+    "FACTUS_PASSWORD",
+)
+
+INVOICE: dict[str, Any] = {
+    "reference_code": "CLI-0001",
+    "numbering_range_id": 8,
+    "payment_form": "2",
+    "payment_due_date": "2030-12-31",
+    "payment_method_code": "47",
+    "send_email": False,
+    "customer": {
+        "identification_document_id": 3,
+        "identification": "222222222222",
+        "names": "Consumidor final",
+        "legal_organization_id": 2,
+        "tribute_id": 21,
+        "municipality_id": 980,
+    },
+    "items": [
+        {
+            "code_reference": "SKU-001",
+            "name": "Producto de prueba",
+            "quantity": 2,
+            "discount_rate": 0,
+            "price": 11900,
+            "tax_rate": "19.00",
+            "unit_measure_id": 70,
+            "standard_code_id": 1,
+            "is_excluded": 0,
+            "tribute_id": 1,
+        }
+    ],
+}
+
+
+class Run:
+    """Runs the CLI in-process and remembers everything it printed.
+
+    stdout/stderr go to buffers that are never closed: the in-process emulator's threads log through
+    the configuration main() installs and may do so after the command returned.
+    """
+
+    def __init__(self) -> None:
+        self.transcript: list[str] = []
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--log-level", "debug", *argv])
+        structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+        self.transcript.extend([out.getvalue(), err.getvalue()])
+        return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_structlog() -> Iterator[None]:
+    # Logs emitted outside main() (setup helpers, the in-process emulator) must not reach stdout.
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture(name="env")
+def _env(factus_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)  # token cache var/token.json and no stray .env/config
+    for key, value in factus_env.items():
+        monkeypatch.setenv(key, value)
+    return factus_env
+
+
+@pytest.fixture(name="run")
+def _run(env: dict[str, str]) -> Iterator[Run]:
+    runner = Run()
+    yield runner
+    secrets = [env["FACTUS_CLIENT_SECRET"], env["FACTUS_PASSWORD"]]
+    cache = Path("var/token.json")
+    if cache.is_file():
+        for entry in json.loads(cache.read_text())["entries"].values():
+            secrets += [entry["access_token"], entry["refresh_token"]]
+    text = "\n".join(runner.transcript)
+    for secret in secrets:
+        assert secret not in text, "a secret reached the CLI output"
+
+
+def make_bill(reference: str, **changes: Any) -> str:
+    """Create a bill through the client (settings from the environment) and return its number."""
+    payload = copy.deepcopy(INVOICE)
+    payload["reference_code"] = reference
+    payload.update(changes)
+    with FactusClient.from_settings(load_settings().factus) as client:
+        out = client.create_bill(payload)
+    assert out.number is not None
+    return out.number
+
+
+class TestAuth:
+    def test_login_prints_expiry_and_caches_privately(self, run: Run, emu: EmulatorServer) -> None:
+        """auth login prints the expiry (never the token) and leaves a 0600 cache."""
+        code, out, _ = run("auth", "login")
+        assert code == 0
+        assert "expires at" in out and "sandbox@factus.com.co" in out
+        assert stat.S_IMODE(Path("var/token.json").stat().st_mode) == 0o600
+        code, out, _ = run("auth", "login", "--json")
+        data = json.loads(out)
+        assert data["expires_in_s"] > 3000 and set(data) >= {"base_url", "username", "expires_at"}
+
+    def test_refresh_uses_refresh_grant(self, run: Run, emu: EmulatorServer) -> None:
+        """auth refresh after a login renews with the refresh grant."""
+        assert run("auth", "login")[0] == 0
+        code, out, _ = run("auth", "refresh")
+        assert code == 0 and "refreshed" in out
+        assert emu.snapshot()["requests"]["by_route"]["POST /oauth/token"] == 2
+
+    def test_missing_credential_names_variable(self, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A missing FACTUS_PASSWORD is a configuration error (exit 2) naming the variable."""
+        monkeypatch.delenv("FACTUS_PASSWORD")
+        code, _, err = run("auth", "login")
+        assert code == 2
+        assert "FACTUS_PASSWORD" in err and "Traceback" not in err
+
+    def test_wrong_password_exit_5(self, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Refused credentials exit 5 with a one-line hint and no password echoed."""
+        monkeypatch.setenv("FACTUS_PASSWORD", "not-the-password-xyz")
+        code, out, err = run("auth", "login")
+        assert code == 5
+        assert "FACTUS_USERNAME and FACTUS_PASSWORD" in err
+        assert "not-the-password-xyz" not in out + err
+
+    def test_unreachable_exit_3(self, run: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """An unreachable Factus exits 3 after the configured retries."""
+        (tmp_path / "c.toml").write_text("[factus]\nmax_retries = 0\ntimeout_s = 2\n")
+        monkeypatch.setenv("FACTUS_BASE_URL", "http://127.0.0.1:9")
+        code, _, err = run("--config", str(tmp_path / "c.toml"), "lookup", "countries")
+        assert code == 3 and "cannot reach Factus" in err
+
+
+class TestInvoice:
+    def test_list_and_show(self, run: Run, emu: EmulatorServer) -> None:
+        """invoice list shows an aligned table (or JSON) and invoice show the bill's details."""
+        number = make_bill("CLI-LIST-1")
+        code, out, _ = run("invoice", "list")
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[0].split()[:3] == ["NUMBER", "REFERENCE", "STATUS"]
+        assert number in out and "validated" in out and "page 1 of 1 (1 bills)" in out
+        code, out, _ = run("invoice", "list", "--reference-code", "CLI-LIST-1", "--status", "1", "--json")
+        page = json.loads(out)
+        assert code == 0 and page["items"][0]["number"] == number and page["total"] == 1
+        code, out, _ = run("invoice", "list", "--number", "NOPE1")
+        assert code == 0 and "no bills match" in out
+        code, out, _ = run("invoice", "show", number)
+        assert code == 0 and "cufe" in out and "23800.00" in out and "SKU-001" in out
+        code, out, _ = run("invoice", "show", number, "--json")
+        assert json.loads(out)["bill"]["number"] == number
+
+    def test_show_unknown_exit_6(self, run: Run, emu: EmulatorServer) -> None:
+        """An unknown number exits 6 with the Factus message."""
+        code, _, err = run("invoice", "show", "SETP1")
+        last = err.strip().splitlines()[-1]
+        assert code == 6 and last.startswith("factus-daemon: error: Factus answered 404")
+        assert "Traceback" not in err
+
+    def test_pdf_and_xml_written_atomically(self, run: Run, emu: EmulatorServer, tmp_path: Path) -> None:
+        """invoice pdf/xml write the decoded file into -o DIR and print its path."""
+        number = make_bill("CLI-DL-1")
+        code, out, _ = run("invoice", "pdf", number, "-o", str(tmp_path / "docs"))
+        path = Path(out.strip())
+        assert code == 0 and path.parent == tmp_path / "docs" and path.suffix == ".pdf"
+        assert path.read_bytes().startswith(b"%PDF")
+        code, out, _ = run("invoice", "xml", number, "-o", str(tmp_path / "docs"), "--json")
+        info = json.loads(out)
+        assert code == 0 and Path(info["path"]).read_bytes().startswith(b"<?xml")
+        assert not list((tmp_path / "docs").glob("*.fdtmp"))
+
+    def test_pdf_of_pending_bill_fails_cleanly(self, run: Run, emu: EmulatorServer) -> None:
+        """Downloading a bill DIAN has not validated is refused with a one-line error."""
+        emu.set_faults({"dian_timeout": 1})
+        number = make_bill("CLI-DL-2")
+        code, _, err = run("invoice", "pdf", number)
+        assert code == 7 and "no ha sido validado" in err
+
+    def test_email_events_delete(self, run: Run, emu: EmulatorServer) -> None:
+        """invoice email, events and delete work and report Factus's messages."""
+        number = make_bill("CLI-MISC-1")
+        code, out, _ = run("invoice", "email", number, "--to", "cliente@example.com")
+        assert code == 0 and "enviada" in out
+        code, out, _ = run("invoice", "events", number)
+        assert code == 0 and f"no RADIAN events for {number}" in out
+        code, out, _ = run("invoice", "events", number, "--json")
+        assert json.loads(out) == []
+
+        emu.set_faults({"dian_timeout": 1})
+        make_bill("CLI-DEL-1")
+        code, out, _ = run("invoice", "delete", "CLI-DEL-1")
+        assert code == 0 and "eliminado" in out
+        code, _, err = run("invoice", "delete", "CLI-DEL-1")
+        assert code == 6 and "CLI-DEL-1" in err
+        code, _, err = run("invoice", "delete", "CLI-MISC-1")
+        assert code == 7 and "validado" in err and "credit note" in err
+
+    def test_events_table(self, run: Run, emu: EmulatorServer) -> None:
+        """RADIAN events recorded on a credit bill are listed in a table."""
+        number = make_bill("CLI-EV-1")
+        with FactusClient.from_settings(load_settings().factus) as client:
+            client.emit_radian_event(
+                number,
+                "030",
+                {
+                    "identification_document_code": "13",
+                    "identification": "1399991",
+                    "first_name": "A",
+                    "last_name": "B",
+                },
+            )
+        code, out, _ = run("invoice", "events", number)
+        assert code == 0 and out.splitlines()[0].split()[:2] == ["CODE", "EVENT"] and "030" in out
+
+
+class TestLookup:
+    @pytest.mark.parametrize(
+        ("command", "name", "expected"),
+        [
+            ("municipalities", "San Gil", "68679"),
+            ("tributes", "IVA", "01"),
+            ("units", "unidad", "94"),
+            ("countries", "Colombia", "CO"),
+            ("numbering-ranges", "SETP", "SETP"),
+        ],
+    )
+    def test_lookup_tables_and_json(
+        self, run: Run, emu: EmulatorServer, command: str, name: str, expected: str
+    ) -> None:
+        """Each lookup prints a table by default and JSON with --json, filtered by --name."""
+        code, out, _ = run("lookup", command, "--name", name)
+        assert code == 0 and out.split()[0] == "ID" and expected in out
+        code, out, _ = run("lookup", command, "--name", name, "--json")
+        rows = json.loads(out)
+        assert code == 0 and rows and any(expected in json.dumps(r) for r in rows)
+
+    def test_lookup_no_match(self, run: Run, emu: EmulatorServer) -> None:
+        """A name that matches nothing says so."""
+        code, out, _ = run("lookup", "countries", "--name", "Atlantis")
+        assert code == 0 and "no countries match" in out
+
+    def test_acquirer(self, run: Run, emu: EmulatorServer) -> None:
+        """lookup acquirer prints the DIAN name and e-mail."""
+        code, out, _ = run("lookup", "acquirer", "--id-type", "3", "--number", "1399991")
+        assert code == 0 and out.startswith("name ") and "email" in out
+        code, out, _ = run("lookup", "acquirer", "--id-type", "3", "--number", "1399991", "--json")
+        assert "name" in json.loads(out)
+
+    def test_subprocess_municipalities_json(
+        self, env: dict[str, str], tmp_path: Path, emu: EmulatorServer
+    ) -> None:
+        """`python -m daemon lookup municipalities --json` works as a real process, without secrets."""
+        child_env = {k: v for k, v in os.environ.items() if k not in FACTUS_VARS}
+        child_env.update(env)
+        child_env["PYTHONPATH"] = str(REPO)
+        proc = subprocess.run(
+            [sys.executable, "-m", "daemon", "lookup", "municipalities", "--json"],
+            cwd=tmp_path,
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout)
+        assert any(r["id"] == 980 and r["code"] == "68679" for r in rows)
+        for secret in (env["FACTUS_CLIENT_SECRET"], env["FACTUS_PASSWORD"]):
+            assert secret not in proc.stdout + proc.stderr
+        token = json.loads((tmp_path / "var" / "token.json").read_text())
+        for entry in token["entries"].values():
+            assert entry["access_token"] not in proc.stdout + proc.stderr
+
+
+class TestHelpAndFormatting:
+    @pytest.mark.parametrize("group", ["auth", "invoice", "lookup"])
+    def test_help_documents_exit_codes(self, group: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """Every command group's --help lists the exit codes."""
+        with pytest.raises(SystemExit) as info:
+            main([group, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "exit codes:" in out and "5  authentication refused" in out
+
+    def test_table_alignment(self) -> None:
+        """Numbers are right-aligned, text left-aligned, newlines flattened and long cells cut."""
+        table = format_table(
+            [{"a": "x\ny", "n": "5.00", "c": "05001"}, {"a": "long" * 20, "n": "123.45", "c": "11001"}],
+            [("a", "A"), ("n", "N"), ("c", "CODE")],
+        )
+        lines = table.splitlines()
+        assert lines[2].startswith("x y ")
+        assert lines[2].endswith("  5.00  05001") and lines[3].endswith("123.45  11001")
+        assert "…" in lines[3]

@@ -1,0 +1,66 @@
+"""``factus-daemon emulator`` as a real subprocess: URL on the first line, clean stop on signals."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "daemon", "emulator", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _first_line(proc: subprocess.Popen[str], timeout_s: float = 15) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    assert ready, "the emulator printed nothing"
+    return proc.stdout.readline().strip()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_prints_url_first_and_stops_cleanly(signum: signal.Signals) -> None:
+    """Port 0 prints the real URL as the first line; SIGTERM/SIGINT exit 0."""
+    proc = _start("--port", "0", "--rate-limit", "5", "--duplicate-policy", "conflict")
+    try:
+        url = _first_line(proc)
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        r = httpx.get(url + "/v1/unknown", timeout=5)
+        assert r.status_code == 404
+        state = httpx.get(url + "/__emulator__/state", timeout=5).json()
+        assert state["rate_limit"]["limit"] == 5
+        proc.send_signal(signum)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+    assert "factus-emulator-secret" not in stderr and "sandbox2024%" not in stderr
+
+
+def test_bad_option_is_a_config_error() -> None:
+    """An invalid option value exits 2 with a one-line message."""
+    proc = _start("--port", "0", "--fail-rate", "3")
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 2
+    assert "fail_rate" in err and "Traceback" not in err

@@ -1,0 +1,140 @@
+"""Emulator downloads: the PDF is structurally valid and shows the bill, the XML is UBL 2.1."""
+
+from __future__ import annotations
+
+import base64
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from daemon.emulator import EmulatorServer
+from daemon.emulator.documents import text_pdf
+
+NS = {
+    "inv": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
+    "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
+    "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
+}
+TRICKY = 'Tornillo <M8> & "arandela" (x2) \\ Ñandú'
+
+
+def _bill(reference: str) -> dict[str, Any]:
+    item = {
+        "code_reference": "SKU-1",
+        "name": TRICKY,
+        "quantity": 2,
+        "discount_rate": 0,
+        "price": 11900,
+        "tax_rate": "19.00",
+        "unit_measure_id": 70,
+        "standard_code_id": 1,
+        "is_excluded": 0,
+        "tribute_id": 1,
+    }
+    return {
+        "reference_code": reference,
+        "observation": "Entrega <urgente> & frágil",
+        "send_email": False,
+        "customer": {
+            "identification_document_id": 6,
+            "identification": "900123456",
+            "company": "Compañía (Prueba) S.A.S.",
+            "email": "compras@example.com",
+            "legal_organization_id": 1,
+            "tribute_id": 18,
+            "municipality_id": 980,
+        },
+        "items": [item, {**item, "code_reference": "SKU-2", "name": "Servicio técnico", "quantity": 1}],
+    }
+
+
+@pytest.fixture(name="created")
+def _created(emu: EmulatorServer) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
+    cfg = emu.config
+    with httpx.Client(base_url=emu.url, timeout=10) as http:
+        token = http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "password",
+                "client_id": cfg.client_id,
+                "client_secret": cfg.client_secret,
+                "username": cfg.username,
+                "password": cfg.password,
+            },
+        ).json()["access_token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        r = http.post("/v1/bills/validate", json=_bill("DOC-1"))
+        assert r.status_code == 201
+        yield http, r.json()["data"]["bill"]
+
+
+def _check_pdf_structure(pdf: bytes) -> None:
+    assert pdf.startswith(b"%PDF-1.4\n")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    startxref = int(re.search(rb"startxref\n(\d+)\n%%EOF", pdf).group(1))  # type: ignore[union-attr]
+    assert pdf[startxref:].startswith(b"xref\n0 ")
+    header = re.match(rb"xref\n0 (\d+)\n", pdf[startxref:])
+    assert header is not None
+    count = int(header.group(1))
+    entries = pdf[startxref + header.end() :].split(b"trailer")[0]
+    rows = [entries[i : i + 20] for i in range(0, len(entries), 20)]
+    assert len(rows) == count and rows[0] == b"0000000000 65535 f \n"
+    for number, row in enumerate(rows[1:], start=1):
+        offset = int(row[:10])
+        assert pdf[offset:].startswith(f"{number} 0 obj".encode()), number
+    for match in re.finditer(rb"<< /Length (\d+) >>\nstream\n", pdf):
+        length = int(match.group(1))
+        assert pdf[match.end() + length :].startswith(b"\nendstream")
+    assert f"/Size {count}".encode() in pdf
+
+
+def test_pdf_is_valid_and_shows_the_bill(created: tuple[httpx.Client, dict[str, Any]]) -> None:
+    """The PDF has correct xref offsets and shows number, CUFE, customer, lines and totals."""
+    http, bill = created
+    data = http.get(f"/v1/bills/download-pdf/{bill['number']}").json()["data"]
+    pdf = base64.b64decode(data["pdf_base_64_encoded"])
+    _check_pdf_structure(pdf)
+    for text in (
+        bill["number"],
+        bill["cufe"],
+        "Compañía \\(Prueba\\) S.A.S.",
+        "Servicio técnico",
+        "Total: 35700.00",
+    ):
+        assert text.encode("cp1252") in pdf, text
+    assert b"/BaseFont /Helvetica" in pdf
+
+
+def test_long_pdf_spans_pages() -> None:
+    """More lines than a page holds produce several pages, still with a valid xref."""
+    pdf = text_pdf([f"línea {i}" for i in range(150)], title="t")
+    _check_pdf_structure(pdf)
+    assert b"/Count 3" in pdf
+
+
+def test_xml_is_ubl_invoice(created: tuple[httpx.Client, dict[str, Any]]) -> None:
+    """The XML is well-formed UBL 2.1 with the CUFE as UUID, every line, totals and escaped text."""
+    http, bill = created
+    data = http.get(f"/v1/bills/download-xml/{bill['number']}").json()["data"]
+    root = ET.fromstring(base64.b64decode(data["xml_base_64_encoded"]))
+    assert root.tag == "{urn:oasis:names:specification:ubl:schema:xsd:Invoice-2}Invoice"
+    assert root.findtext("cbc:UBLVersionID", namespaces=NS) == "UBL 2.1"
+    assert root.findtext("cbc:ID", namespaces=NS) == bill["number"]
+    uuid = root.find("cbc:UUID", NS)
+    assert uuid is not None and uuid.text == bill["cufe"] and uuid.get("schemeName") == "CUFE-SHA384"
+    assert root.findtext("cbc:Note", namespaces=NS) == "Entrega <urgente> & frágil"
+    lines = root.findall("cac:InvoiceLine", NS)
+    assert len(lines) == 2
+    assert lines[0].findtext("cac:Item/cbc:Description", namespaces=NS) == TRICKY
+    assert lines[0].findtext("cbc:InvoicedQuantity", namespaces=NS) == "2"
+    total = root.find("cac:LegalMonetaryTotal", NS)
+    assert total is not None
+    assert total.findtext("cbc:PayableAmount", namespaces=NS) == bill["total"] == "35700.00"
+    assert total.findtext("cbc:TaxExclusiveAmount", namespaces=NS) == bill["taxable_amount"]
+    assert root.findtext("cac:TaxTotal/cbc:TaxAmount", namespaces=NS) == bill["tax_amount"]
+    customer = root.find("cac:AccountingCustomerParty/cac:Party/cac:PartyTaxScheme/cbc:CompanyID", NS)
+    assert customer is not None and customer.text == "900123456" and customer.get("schemeID") == "8"

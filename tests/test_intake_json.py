@@ -1,0 +1,199 @@
+"""JSON reader: native v1 invoices (object, list, JSON Lines) and flat canonical rows."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.errors import InputError
+from daemon.intake import Lookups, read_invoices
+from daemon.intake.validate import IntakeResult
+from daemon.settings import Settings
+
+NATIVE: dict[str, Any] = {
+    "reference_code": "J-1",
+    "numbering_range_id": 8,
+    "payment_form": 1,
+    "payment_method_code": 10,
+    "send_email": False,
+    "customer": {
+        "identification_document_id": "3",
+        "identification": "222222222222",
+        "names": "Consumidor final",
+        "legal_organization_id": 2,
+        "tribute_id": 21,
+        "municipality_id": 980,
+    },
+    "items": [
+        {
+            "code_reference": "SKU-001",
+            "name": "Producto",
+            "quantity": 1,
+            "discount_rate": 0,
+            "price": 11900,
+            "tax_rate": "19.00",
+            "unit_measure_id": 70,
+            "standard_code_id": 1,
+            "is_excluded": 0,
+            "tribute_id": 1,
+        }
+    ],
+}
+
+
+def native(ref: str = "J-1", **changes: Any) -> dict[str, Any]:
+    """A valid native invoice with top-level changes."""
+    doc = copy.deepcopy(NATIVE)
+    doc["reference_code"] = ref
+    doc.update(changes)
+    return doc
+
+
+def read(path: Path) -> IntakeResult:
+    """read_invoices with default settings and the built-in lookups."""
+    return read_invoices(path, settings=Settings(), lookups=Lookups.builtin())
+
+
+def dump(path: Path, value: Any) -> Path:
+    """Write a JSON value."""
+    path.write_text(json.dumps(value, ensure_ascii=False))
+    return path
+
+
+class TestNative:
+    def test_single_object_round_trips_with_normalised_types(self, tmp_path: Path) -> None:
+        """A v1 object with loose types (payment_form 1, id "3") comes back as the v1 body Factus expects."""
+        result = read(dump(tmp_path / "one.json", native()))
+        assert result.errors == []
+        payload = json.loads(result.invoices[0].payload_json())
+        expected = json.loads(json.dumps(NATIVE))
+        expected.update({"payment_form": "1", "payment_method_code": "10", "document": "01", "operation_type": "10"})
+        expected["customer"]["identification_document_id"] = 3
+        assert payload == expected
+        assert result.invoices[0].rows == [1]
+
+    def test_list_and_decimal_exactness(self, tmp_path: Path) -> None:
+        """A list gives one invoice per object; fractional prices stay exact Decimals."""
+        docs = [native("J-1"), native("J-2")]
+        text = json.dumps(docs).replace('"price": 11900', '"price": 0.10', 1)
+        path = tmp_path / "list.json"
+        path.write_text(text)
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["J-1", "J-2"]
+        assert result.invoices[0].payload["items"][0]["price"] == Decimal("0.10")
+
+    def test_json_lines_rows_are_line_numbers(self, tmp_path: Path) -> None:
+        """In JSON Lines an error's row is the line number; blank lines are skipped."""
+        bad = native("J-2")
+        bad["items"][0]["price"] = 1.555
+        path = tmp_path / "x.jsonl"
+        path.write_text(json.dumps(native()) + "\n\n" + json.dumps(bad) + "\n")
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["J-1"]
+        err = result.errors[0]
+        assert (err.row, err.column, err.value) == (3, "items[0].price", "1.555")
+
+    def test_errors_name_json_paths(self, tmp_path: Path) -> None:
+        """Errors in nested objects are located by their JSON path."""
+        doc = native(payment_form="2")
+        doc["customer"]["email"] = "no-at-sign"
+        doc["items"].append(dict(doc["items"][0], quantity=0))
+        got = {(e.column, e.message) for e in read(dump(tmp_path / "a.json", doc)).errors}
+        assert ("customer.email", "customer.email is not a valid e-mail address") in got
+        assert ("items[1].quantity", "item.quantity must be greater than 0") in got
+        assert ("payment_due_date", "payment_due_date is required when payment_form is 2 (credit sale)") in got
+
+    def test_unknown_and_v2_fields_are_errors(self, tmp_path: Path) -> None:
+        """Fields that are not v1 (a v2 payment_details) are reported, not silently dropped."""
+        doc = native(payment_details=[{"payment_form": "1"}])
+        doc["items"][0]["taxes"] = [{"code": "01", "rate": "19.00"}]
+        errors = read(dump(tmp_path / "v2.json", doc)).errors
+        assert {(e.column, e.message) for e in errors} == {
+            ("payment_details", "payment_details is not a field of a Factus v1 invoice"),
+            ("items[0].taxes", "items[0].taxes is not a field of a Factus v1 item"),
+        }
+
+    def test_withholdings_establishment_and_allowances(self, tmp_path: Path) -> None:
+        """Withholdings, establishment and allowance charges pass through validated."""
+        doc = native(
+            establishment={"name": "Sede", "address": "Calle 1", "phone_number": "0601", "email": "s@example.com",
+                           "municipality_id": 980},
+            allowance_charges=[{"concept_type": "03", "is_surcharge": True, "reason": "Propina",
+                                "base_amount": "11900.00", "amount": "1190.00"}],
+        )  # fmt: skip
+        doc["items"][0]["withholding_taxes"] = [{"code": "06", "withholding_tax_rate": 7.00}]
+        result = read(dump(tmp_path / "rich.json", doc))
+        assert result.errors == []
+        payload = result.invoices[0].payload
+        assert payload["items"][0]["withholding_taxes"] == [{"code": "06", "withholding_tax_rate": Decimal("7.00")}]
+        assert payload["establishment"]["phone_number"] == "0601"
+        assert payload["allowance_charges"][0]["amount"] == "1190.00"
+
+    def test_bad_withholding_code_and_duplicate_reference(self, tmp_path: Path) -> None:
+        """An unknown withholding code and a reference used twice in the file are errors."""
+        doc = native()
+        doc["items"][0]["withholding_taxes"] = [{"code": "99", "withholding_tax_rate": 1}]
+        errors = read(dump(tmp_path / "w.json", [native("D-1"), native("D-1"), doc])).errors
+        messages = [(e.row, e.message) for e in errors]
+        assert (2, "reference_code 'D-1' is already used by the invoice at row 1 of this file") in messages
+        assert any(row == 3 and "'99' is not a withholding code" in m for row, m in messages)
+
+    def test_missing_items_and_customer(self, tmp_path: Path) -> None:
+        """An object without items or customer is an error, not a crash."""
+        doc = native()
+        del doc["items"], doc["customer"]
+        messages = {e.message for e in read(dump(tmp_path / "e.json", doc)).errors}
+        assert {"customer is required", "items is required"} <= messages
+
+
+class TestFlatRows:
+    def test_list_of_canonical_rows(self, tmp_path: Path) -> None:
+        """A list of flat objects with canonical keys is read like a CSV; numbers keep exact digits."""
+        rows = [
+            {"reference_code": "F-1", "customer.identification_document_id": 6, "customer.identification": "900123456",
+             "customer.company": "Enigma", "item.code_reference": "A", "item.name": "Uno", "item.quantity": 2,
+             "item.price": 1190.5, "item.tax_rate": "19.00"},
+            {"reference_code": "F-1", "item.code_reference": "B", "item.name": "Dos", "item.quantity": 1,
+             "item.price": 100, "item.tax_rate": 0},
+        ]  # fmt: skip
+        result = read(dump(tmp_path / "flat.json", rows))
+        assert result.errors == []
+        [inv] = result.invoices
+        assert inv.rows == [1, 2]
+        assert [i["price"] for i in inv.payload["items"]] == [Decimal("1190.5"), Decimal("100")]
+
+
+class TestBroken:
+    @pytest.mark.parametrize(
+        ("content", "reason"),
+        [
+            ("", "is empty"),
+            ("   \n", "is empty"),
+            ("[]", "holds no invoice"),
+            ("{not json", "is not valid JSON"),
+            ("42", "must hold an invoice object"),
+            ("[1, 2]", "row 1: expected a JSON object"),
+            ('{"a": 1}\n{broken\n', "line 2"),
+            ("[" * 5000 + "]" * 5000, "nests deeper"),
+            ('{"reference_code": ' + "9" * 5000 + "}", "is not valid JSON"),
+        ],
+    )
+    def test_unreadable_json_is_one_input_error(self, tmp_path: Path, content: str, reason: str) -> None:
+        """Any JSON that cannot be read raises InputError naming the file and the reason."""
+        path = tmp_path / "bad.json"
+        path.write_text(content)
+        with pytest.raises(InputError, match=reason) as info:
+            read(path)
+        assert str(info.value).startswith("bad.json: ")
+
+    def test_invalid_utf8_is_refused(self, tmp_path: Path) -> None:
+        """JSON must be UTF-8: other bytes are a clear error."""
+        path = tmp_path / "latin.json"
+        path.write_bytes('{"name": "Ñandú"}'.encode("cp1252"))
+        with pytest.raises(InputError, match="is not UTF-8"):
+            read(path)

@@ -1,0 +1,161 @@
+"""The ``run``, ``status`` and ``retry`` commands, called in-process through ``daemon.cli.main``."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from service_support import bills_by_reference, config_toml, reports, write_invoices
+
+from daemon.cli import main
+from daemon.emulator import EmulatorServer
+from daemon.service.progress import Progress
+from daemon.service.runner import Daemon
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """``main`` binds logging to the captured stderr of one test; unbind it afterwards."""
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture(name="env")
+def _env(factus_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    for key, value in factus_env.items():
+        monkeypatch.setenv(key, value)
+    yield factus_env
+
+
+def test_run_once_with_inbox_and_outbox_overrides(
+    tmp_path: Path, emu: EmulatorServer, env: dict[str, str]
+) -> None:
+    """``run --once --inbox --outbox`` processes that inbox into that outbox and exits 0."""
+    config = config_toml(tmp_path)
+    write_invoices(tmp_path / "drop" / "a.csv", ["CLI-1", "CLI-2"])
+    code = main(
+        ["--config", str(config), "run", "--once", "--no-progress", "--inbox", str(tmp_path / "drop"),
+         "--outbox", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 0
+    (report,) = reports(tmp_path / "out")
+    assert report["summary"]["validated"] == 2
+    assert set(bills_by_reference(emu)) == {"CLI-1", "CLI-2"}
+
+
+def test_run_with_the_embedded_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --emulator --once`` needs no credentials and validates the inbox against its own emulator."""
+    for var in (
+        "FACTUS_BASE_URL",
+        "FACTUS_CLIENT_ID",
+        "FACTUS_CLIENT_SECRET",
+        "FACTUS_USERNAME",
+        "FACTUS_PASSWORD",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = config_toml(tmp_path)
+    write_invoices(tmp_path / "inbox" / "demo.csv", ["EMB-1"])
+    assert main(["--config", str(config), "run", "--emulator", "--once", "--no-progress"]) == 0
+    (report,) = reports(tmp_path / "outbox")
+    assert report["invoices"][0]["status"] == "validated"
+
+
+def test_status_counts(
+    tmp_path: Path, emu: EmulatorServer, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status`` shows counts by state and ``status --json`` is machine-readable."""
+    config = config_toml(tmp_path)
+    assert main(["--config", str(config), "status"]) == 0
+    assert "not created yet" in capsys.readouterr().out
+    write_invoices(tmp_path / "inbox" / "a.csv", ["ST-1", "ST-2"])
+    assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "validated 2" in out and "archived 1" in out and "oldest pending: none" in out
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["invoices"] == {"validated": 2} and info["last_activity"]
+
+
+def test_retry_failed_puts_files_back(tmp_path: Path, emu: EmulatorServer, env: dict[str, str]) -> None:
+    """``retry --failed`` moves failed files back into the inbox and processes them again."""
+    small = config_toml(tmp_path, watch={"max_file_bytes": 50})
+    write_invoices(tmp_path / "inbox" / "big.csv", ["RF-1"])
+    assert main(["--config", str(small), "run", "--once", "--no-progress"]) == 1
+    assert (tmp_path / "outbox" / "failed" / "big.csv.reason.json").exists()
+    config = config_toml(tmp_path)
+    assert main(["--config", str(config), "retry", "--failed"]) == 0
+    assert not (tmp_path / "outbox" / "failed" / "big.csv").exists()
+    assert list((tmp_path / "outbox" / "failed" / "retried").iterdir())
+    assert bills_by_reference(emu)["RF-1"][0]["status"] == 1
+
+
+def test_retry_reference_after_a_rejection(tmp_path: Path, emu: EmulatorServer, env: dict[str, str]) -> None:
+    """``retry REF`` resubmits a rejected invoice once the cause is gone and rewrites its report."""
+    config = config_toml(tmp_path)
+    emu.set_faults({"reject_references": ["RR-1"]})
+    write_invoices(tmp_path / "inbox" / "a.csv", ["RR-1", "RR-2"])
+    assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 1
+    emu.set_faults({"reject_references": None})
+    assert main(["--config", str(config), "retry", "RR-1"]) == 0
+    (report,) = reports(tmp_path / "outbox")
+    assert [i["status"] for i in report["invoices"]] == ["validated", "validated"]
+    assert report["invoices"][0]["pdf"]
+    assert [b["status"] for b in bills_by_reference(emu)["RR-1"]] == [1]
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "retry"])
+    assert main(["--config", str(config), "retry", "RR-2"]) == 1  # validated: never sent again
+
+
+def test_retry_pending_after_an_outage(
+    tmp_path: Path, emu: EmulatorServer, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``retry --pending`` finishes invoices left pending while Factus was unreachable."""
+    config = config_toml(tmp_path, submit={"max_attempts": 1})
+    write_invoices(tmp_path / "inbox" / "a.csv", ["RP-1"])
+    monkeypatch.setenv("FACTUS_BASE_URL", "http://127.0.0.1:9")
+    assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 3
+    monkeypatch.setenv("FACTUS_BASE_URL", emu.url)
+    assert main(["--config", str(config), "retry", "--pending"]) == 0
+    assert bills_by_reference(emu)["RP-1"][0]["status"] == 1
+
+
+def test_second_daemon_on_the_same_ledger_is_refused(
+    tmp_path: Path, emu: EmulatorServer, env: dict[str, str]
+) -> None:
+    """Only one daemon may use a ledger: the second one stops with a clear error."""
+    config = config_toml(tmp_path)
+    from daemon.settings import load_settings
+
+    first = Daemon(load_settings(config))
+    first.start(watch=False)
+    try:
+        assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 1
+    finally:
+        first.shutdown()
+
+
+def test_hidden_crash_option_and_bad_points(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--crash-at`` is not advertised, and an unknown point is a usage error (exit 2)."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "crash" not in capsys.readouterr().out
+    assert main(["--config", str(config_toml(tmp_path)), "run", "--once", "--crash-at", "nowhere"]) == 2
+
+
+def test_progress_bar_renders_in_place() -> None:
+    """The progress bar redraws one line with counts and ends it on the final update."""
+    stream = io.StringIO()
+    clock = iter(range(100)).__next__
+    bar = Progress(stream, width=10, clock=lambda: float(clock()))
+    bar.update(files_done=1, files_total=4, invoices={"validated": 3, "pending": 1})
+    bar.update(files_done=4, files_total=4, invoices={"validated": 7, "rejected": 1}, final=True)
+    text = stream.getvalue()
+    assert text.startswith("\r[##--------] 1/4 files | validated 3 pending 1")
+    assert text.endswith("[##########] 4/4 files | validated 7 rejected 1\n")
