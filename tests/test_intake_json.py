@@ -72,7 +72,9 @@ class TestNative:
         assert result.errors == []
         payload = json.loads(result.invoices[0].payload_json())
         expected = json.loads(json.dumps(NATIVE))
-        expected.update({"payment_form": "1", "payment_method_code": "10", "document": "01", "operation_type": "10"})
+        expected.update(
+            {"payment_form": "1", "payment_method_code": "10", "document": "01", "operation_type": "10"}
+        )
         expected["customer"]["identification_document_id"] = 3
         assert payload == expected
         assert result.invoices[0].rows == [1]
@@ -106,7 +108,10 @@ class TestNative:
         got = {(e.column, e.message) for e in read(dump(tmp_path / "a.json", doc)).errors}
         assert ("customer.email", "customer.email is not a valid e-mail address") in got
         assert ("items[1].quantity", "item.quantity must be greater than 0") in got
-        assert ("payment_due_date", "payment_due_date is required when payment_form is 2 (credit sale)") in got
+        assert (
+            "payment_due_date",
+            "payment_due_date is required when payment_form is 2 (credit sale)",
+        ) in got
 
     def test_unknown_and_v2_fields_are_errors(self, tmp_path: Path) -> None:
         """Fields that are not v1 (a v2 payment_details) are reported, not silently dropped."""
@@ -121,16 +126,30 @@ class TestNative:
     def test_withholdings_establishment_and_allowances(self, tmp_path: Path) -> None:
         """Withholdings, establishment and allowance charges pass through validated."""
         doc = native(
-            establishment={"name": "Sede", "address": "Calle 1", "phone_number": "0601", "email": "s@example.com",
-                           "municipality_id": 980},
-            allowance_charges=[{"concept_type": "03", "is_surcharge": True, "reason": "Propina",
-                                "base_amount": "11900.00", "amount": "1190.00"}],
-        )  # fmt: skip
+            establishment={
+                "name": "Sede",
+                "address": "Calle 1",
+                "phone_number": "0601",
+                "email": "s@example.com",
+                "municipality_id": 980,
+            },
+            allowance_charges=[
+                {
+                    "concept_type": "03",
+                    "is_surcharge": True,
+                    "reason": "Propina",
+                    "base_amount": "11900.00",
+                    "amount": "1190.00",
+                }
+            ],
+        )
         doc["items"][0]["withholding_taxes"] = [{"code": "06", "withholding_tax_rate": 7.00}]
         result = read(dump(tmp_path / "rich.json", doc))
         assert result.errors == []
         payload = result.invoices[0].payload
-        assert payload["items"][0]["withholding_taxes"] == [{"code": "06", "withholding_tax_rate": Decimal("7.00")}]
+        assert payload["items"][0]["withholding_taxes"] == [
+            {"code": "06", "withholding_tax_rate": Decimal("7.00")}
+        ]
         assert payload["establishment"]["phone_number"] == "0601"
         assert payload["allowance_charges"][0]["amount"] == "1190.00"
 
@@ -155,12 +174,26 @@ class TestFlatRows:
     def test_list_of_canonical_rows(self, tmp_path: Path) -> None:
         """A list of flat objects with canonical keys is read like a CSV; numbers keep exact digits."""
         rows = [
-            {"reference_code": "F-1", "customer.identification_document_id": 6, "customer.identification": "900123456",
-             "customer.company": "Enigma", "item.code_reference": "A", "item.name": "Uno", "item.quantity": 2,
-             "item.price": 1190.5, "item.tax_rate": "19.00"},
-            {"reference_code": "F-1", "item.code_reference": "B", "item.name": "Dos", "item.quantity": 1,
-             "item.price": 100, "item.tax_rate": 0},
-        ]  # fmt: skip
+            {
+                "reference_code": "F-1",
+                "customer.identification_document_id": 6,
+                "customer.identification": "900123456",
+                "customer.company": "Enigma",
+                "item.code_reference": "A",
+                "item.name": "Uno",
+                "item.quantity": 2,
+                "item.price": 1190.5,
+                "item.tax_rate": "19.00",
+            },
+            {
+                "reference_code": "F-1",
+                "item.code_reference": "B",
+                "item.name": "Dos",
+                "item.quantity": 1,
+                "item.price": 100,
+                "item.tax_rate": 0,
+            },
+        ]
         result = read(dump(tmp_path / "flat.json", rows))
         assert result.errors == []
         [inv] = result.invoices

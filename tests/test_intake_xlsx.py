@@ -6,7 +6,7 @@ import datetime as dt
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from openpyxl import Workbook
@@ -84,12 +84,33 @@ class TestCells:
         """Numbers keep no spurious .0, floats keep 15 digits, dates are ISO, text keeps zeros."""
         path = workbook(
             tmp_path / "c.xlsx",
-            {"S": [["id", "money", "tiny", "date", "stamp", "time", "flag", "code"],
-                   [900123456, 15990.5, 0.1 + 0.2, dt.date(2026, 1, 2), dt.datetime(2026, 1, 2, 3, 4, 5),
-                    dt.time(10, 30), True, "007"]]},
-        )  # fmt: skip
+            {
+                "S": [
+                    ["id", "money", "tiny", "date", "stamp", "time", "flag", "code"],
+                    [
+                        900123456,
+                        15990.5,
+                        0.1 + 0.2,
+                        dt.date(2026, 1, 2),
+                        dt.datetime(2026, 1, 2, 3, 4, 5),
+                        dt.time(10, 30),
+                        True,
+                        "007",
+                    ],
+                ]
+            },
+        )
         values = read_xlsx(path).head.rows[0].values
-        assert values == ["900123456", "15990.5", "0.3", "2026-01-02", "2026-01-02 03:04:05", "10:30:00", "true", "007"]
+        assert values == [
+            "900123456",
+            "15990.5",
+            "0.3",
+            "2026-01-02",
+            "2026-01-02 03:04:05",
+            "10:30:00",
+            "true",
+            "007",
+        ]
 
     def test_numeric_nit_and_float_price_map_exactly(self, tmp_path: Path) -> None:
         """A NIT typed as a number stays 900123456 and a float price becomes Decimal 15990.5."""
@@ -108,7 +129,9 @@ class TestCells:
 
     def test_row_numbers_are_the_sheet_rows(self, tmp_path: Path) -> None:
         """Errors point at the sheet row even with blank rows in between."""
-        path = workbook(tmp_path / "a.xlsx", {"S": [HEADERS, good_row(), [None] * 3, good_row("X-2", item__price=1.555)]})
+        path = workbook(
+            tmp_path / "a.xlsx", {"S": [HEADERS, good_row(), [None] * 3, good_row("X-2", item__price=1.555)]}
+        )
         err = read(path).errors[0]
         assert (err.row, err.column, err.value) == (4, "item.price", "1.555")
 
@@ -130,7 +153,9 @@ class TestSheets:
         profile = MappingProfile.from_dict({"profile": {"name": "p"}, "read": {"sheet": "facturas"}})
         assert len(read(path, profile=profile).invoices) == 1
         missing = MappingProfile.from_dict({"profile": {"name": "p"}, "read": {"sheet": "Datos"}})
-        with pytest.raises(InputError, match=r"a.xlsx: has no sheet 'Datos'; its sheets are \['Resumen', 'Facturas'\]"):
+        with pytest.raises(
+            InputError, match=r"a.xlsx: has no sheet 'Datos'; its sheets are \['Resumen', 'Facturas'\]"
+        ):
             read(path, profile=missing)
 
     def test_header_row_skips_titles(self, tmp_path: Path) -> None:
@@ -141,12 +166,26 @@ class TestSheets:
 
 
 class TestTwoSheets:
-    INV = ["reference_code", "customer.identification_document_id", "customer.identification", "customer.company"]
-    ITEM = ["reference_code", "item.code_reference", "item.name", "item.quantity", "item.price", "item.tax_rate"]
+    INV: ClassVar[list[str]] = [
+        "reference_code",
+        "customer.identification_document_id",
+        "customer.identification",
+        "customer.company",
+    ]
+    ITEM: ClassVar[list[str]] = [
+        "reference_code",
+        "item.code_reference",
+        "item.name",
+        "item.quantity",
+        "item.price",
+        "item.tax_rate",
+    ]
 
     def book(self, tmp_path: Path, invoices: list[list[Any]], items: list[list[Any]]) -> Path:
         """A workbook with invoices and items sheets."""
-        return workbook(tmp_path / "two.xlsx", {"Invoices": [self.INV, *invoices], "Items": [self.ITEM, *items]})
+        return workbook(
+            tmp_path / "two.xlsx", {"Invoices": [self.INV, *invoices], "Items": [self.ITEM, *items]}
+        )
 
     def test_sheets_are_joined_by_reference_code(self, tmp_path: Path) -> None:
         """Item rows join their invoice row; rows are the item sheet rows."""
@@ -156,7 +195,9 @@ class TestTwoSheets:
             [["T-1", "A", "Uno", 1, 100, 19], ["T-2", "B", "Dos", 2, 200, 0], ["T-1", "C", "Tres", 1, 50, 5]],
         )
         result = read(path)
-        assert [(i.reference_code, i.rows, len(i.payload["items"])) for i in result.invoices] == [("T-1", [2, 4], 2)]
+        assert [(i.reference_code, i.rows, len(i.payload["items"])) for i in result.invoices] == [
+            ("T-1", [2, 4], 2)
+        ]
         err = result.errors[0]
         assert (err.sheet, err.row, err.column) == ("Invoices", 3, None)
         assert "customer.names is required" in err.message
@@ -178,7 +219,9 @@ class TestTwoSheets:
 class TestReportedNotGuessed:
     def test_merged_cells_are_reported(self, tmp_path: Path) -> None:
         """A merged range over data rows is an error on every covered cell; its invoice is not planned."""
-        path = workbook(tmp_path / "m.xlsx", {"S": [HEADERS, good_row("M-1"), good_row("M-1"), good_row("OK")]})
+        path = workbook(
+            tmp_path / "m.xlsx", {"S": [HEADERS, good_row("M-1"), good_row("M-1"), good_row("OK")]}
+        )
         from openpyxl import load_workbook
 
         wb = load_workbook(path)
@@ -194,11 +237,19 @@ class TestReportedNotGuessed:
         """A formula with no cached value is an error showing the formula; a cached one is used."""
         path = workbook(
             tmp_path / "f.xlsx",
-            {"S": [HEADERS, good_row("F-1", item__price="=100*1.19"), good_row("F-2", item__price="=SUM(1,2)")]},
+            {
+                "S": [
+                    HEADERS,
+                    good_row("F-1", item__price="=100*1.19"),
+                    good_row("F-2", item__price="=SUM(1,2)"),
+                ]
+            },
         )
 
         def cache_second(xml: str) -> str:
-            return re.sub(r"(<c r=\"J3\"[^>]*>)<f>SUM\(1,2\)</f>(<v\s*/>|<v></v>)?", r"\1<f>SUM(1,2)</f><v>3</v>", xml)
+            return re.sub(
+                r"(<c r=\"J3\"[^>]*>)<f>SUM\(1,2\)</f>(<v\s*/>|<v></v>)?", r"\1<f>SUM(1,2)</f><v>3</v>", xml
+            )
 
         patch_sheet(path, "xl/worksheets/sheet1.xml", cache_second)
         result = read(path)

@@ -80,7 +80,7 @@ def test_content_of_a_failed_file_is_not_a_duplicate(ledger: SqliteLedger) -> No
 
 
 def test_reference_rules(ledger: SqliteLedger) -> None:
-    """Validated same payload: duplicate; changed payload: invalid naming both files; rejected: resubmitted."""
+    """Validated and same: duplicate; changed: invalid naming both files; rejected: resubmitted."""
     a = _file(ledger, "a.csv")
     assert ledger.record_intake(a, [_inv("R1"), _inv("R2"), _inv("R3")]) == ["R1", "R2", "R3"]
     ledger.update_invoice("R1", state="validated", number="SETP1")

@@ -2,7 +2,9 @@
 
 A body is merged into the active faults: keys given replace their value, keys left out keep theirs,
 ``null`` restores a key's default, ``{"clear": true}`` first restores every default. Counters
-("next N") count down as they fire. Unknown keys are refused with 400.
+("next N") count down as they fire. Unknown keys are refused with 400. A "create" is a
+``POST /v1/bills/validate`` that passed field validation. ``latency_ms`` and ``fail_rate`` start at
+the values of :class:`~daemon.emulator.config.EmulatorConfig` (a reset returns to them).
 
 Keys (all optional):
 
@@ -26,7 +28,8 @@ Keys (all optional):
 ``reset_after_references``      list of reference codes: their next create is reset after storing
 ``expire_tokens``               true: invalidate every access token issued so far (an action, not kept)
 ``reject_refresh``              bool or int: refresh grants answer 400 invalid_grant (always / next N)
-``dian_timeout``                int: the next N new bills stay DIAN-pending (status 0, no "Rechazo")
+``dian_timeout``                int: the next N creates (new or resent) stay DIAN-pending (status 0,
+                                no "Rechazo"); resending the reference later validates it
 ``dian_timeout_references``     list of reference codes (each times out once) or ``{ref: times}``
 ``reject_references``           list of reference codes DIAN rejects (rule ``FAU04``) or ``{ref: rule}``;
                                 a rule is a code (``"FAK24"``) or a full ``"Regla: X, Rechazo: ..."``

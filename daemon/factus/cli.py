@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -495,7 +494,3 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--id-type", type=int, required=True, metavar="N", help="identification_document_id (3 = CC, 6 = NIT)"
     )
     p.add_argument("--number", required=True, metavar="X", help="identification number")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: python -m daemon auth|invoice|lookup ...")

@@ -19,6 +19,8 @@ __all__ = ["BadValue", "TextParser", "as_text"]
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _FLOATY_INT = re.compile(r"(\d+)\.0+")
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
+_EXCEL_SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE][+-]\d{2,}")
+"""How Excel shows a long number it turned into a float (``9.00123E+08``); ``12E4`` stays a code."""
 _TRUE = frozenset({"true", "1", "si", "sí", "s", "yes", "y", "x", "-1", "verdadero", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "falso", "f"})
 _ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
@@ -120,7 +122,7 @@ class TextParser:
             if m:
                 self.repaired[text] = m.group(1)
                 return m.group(1)
-            if _SCIENTIFIC.fullmatch(text):
+            if _EXCEL_SCIENTIFIC.fullmatch(text):
                 raise BadValue("is in scientific notation, so digits are lost: export the column as text")
         return text
 

@@ -123,9 +123,8 @@ def build_report(
             if status == "pending" and inv.message:
                 # Why the invoice is still waiting (Factus unreachable, DIAN slow, account blocked...).
                 row = inv.rows[0] if inv.rows else None
-                errors.append(
-                    {"row": row, "column": None, "value": None, "message": inv.message, "rule": inv.last_outcome}
-                )
+                why = {"row": row, "column": None, "value": None, "message": inv.message}
+                errors.append({**why, "rule": inv.last_outcome})
         pdf = xml = None
         if status == "validated" and entry.kind == "own" and entry.reference_code:
             docs = documents.get(entry.reference_code, {})

@@ -30,6 +30,7 @@ import structlog
 
 from daemon.errors import AuthError, ConfigError, DaemonError, FactusError, LedgerError
 from daemon.log import redact
+from daemon.service.budget import ServiceRateLimiter
 from daemon.service.files import FileStore
 from daemon.service.ledger import SqliteLedger
 from daemon.service.outbox import Outbox, build_report
@@ -168,7 +169,8 @@ class Daemon:
         if self._client is None:
             from daemon.factus.client import FactusClient
 
-            self._client = FactusClient(s.factus)
+            limiter = ServiceRateLimiter(s.factus.rate_limit, s.factus.rate_window_s)
+            self._client = FactusClient(s.factus, rate_limiter=limiter)
         self.store = FileStore(s.paths.inbox, s.paths.archive_dir, s.paths.failed_dir)
         self.store.ensure_dirs()
         s.paths.outbox.mkdir(parents=True, exist_ok=True)
