@@ -94,6 +94,7 @@ def settings_for(
             "max_retries": 1,
             "backoff_base_s": 0.05,
             "backoff_max_s": 0.2,
+            "rate_limit": 10_000,
         },
         "paths": {
             "inbox": str(root / "inbox"),
@@ -120,6 +121,7 @@ def config_toml(root: Path, **sections: Mapping[str, Any]) -> Path:
             "max_retries": 1,
             "backoff_base_s": 0.05,
             "backoff_max_s": 0.2,
+            "rate_limit": 10_000,
         },
         "paths": {
             "inbox": str(root / "inbox"),

@@ -77,6 +77,11 @@ class TestDialect:
         assert rows[1].problems and "4 fields but the header has 3" in rows[1].problems[-1]
         assert rows[2].problems is None
 
+    def test_excel_sep_hint_line(self, tmp_path: Path) -> None:
+        """Excel's "sep=;" first line sets the delimiter and is not a row (the header stays row 1)."""
+        rows = read_csv(_write(tmp_path / "a.csv", "sep=;\r\na;b\r\n1,5;2\r\n")).rows
+        assert [(r.row, r.values) for r in rows] == [(2, ["1,5", "2"])]
+
     def test_header_row_option_skips_title_rows(self, tmp_path: Path) -> None:
         """With header_row 3 the first two records are titles and row numbers stay physical."""
         rows = read_csv(_write(tmp_path / "a.csv", "Informe\n\na,b\n1,2\n"), header_row=3).rows

@@ -254,6 +254,18 @@ class TestPayload:
         items = result.invoices[0].payload["items"]
         assert (items[0]["tax_rate"], items[0]["is_excluded"]) == ("0.00", 1)
 
+    def test_unpadded_withholding_header(self, tmp_path: Path) -> None:
+        """A header item.withholding.6 means code 06."""
+        row = line()
+        row["item.withholding.6"] = "3.50"
+        taxes = check(tmp_path, [row]).invoices[0].payload["items"][0]["withholding_taxes"]
+        assert taxes == [{"code": "06", "withholding_tax_rate": Decimal("3.50")}]
+
+    def test_unknown_withholding_code_column_is_a_file_error(self, tmp_path: Path) -> None:
+        """A withholding column with a code outside 05/06/07 is refused for the whole file."""
+        with pytest.raises(InputError, match=r"item\.withholding\.99.*allowed: 05, 06, 07"):
+            check(tmp_path, [line(item__withholding__99="1")])
+
     def test_zero_or_blank_withholding_is_not_sent(self, tmp_path: Path) -> None:
         """Withholding columns that are blank or 0 add no withholding entry."""
         result = check(
@@ -348,6 +360,7 @@ class TestRules:
             ({"send_email": "maybe"}, "send_email", "maybe", "yes/no"),
             ({"item__is_excluded": "1"}, "item.tax_rate", "19.00", "must be 0 for an item excluded"),
             ({"item__is_excluded": "2"}, "item.is_excluded", "2", "yes/no"),
+            ({"item__tax_rate": "0.19"}, "item.tax_rate", "0.19", "looks like a fraction"),
             ({"item__standard_code_id": "9"}, "item.standard_code_id", "9", "not a known standard code"),
             ({"item__tribute_id": "99"}, "item.tribute_id", "99", "not a known product tribute"),
             ({"customer__tribute_id": "1"}, "customer.tribute_id", "1", "not a known customer tribute"),

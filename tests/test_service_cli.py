@@ -129,7 +129,7 @@ def test_retry_pending_after_an_outage(
 def test_second_daemon_on_the_same_ledger_is_refused(
     tmp_path: Path, emu: EmulatorServer, env: dict[str, str]
 ) -> None:
-    """Only one daemon may use a ledger: the second one stops with a clear error."""
+    """One daemon per ledger and per inbox: a second one, even with its own ledger, does not start."""
     config = config_toml(tmp_path)
     from daemon.settings import load_settings
 
@@ -137,6 +137,11 @@ def test_second_daemon_on_the_same_ledger_is_refused(
     first.start(watch=False)
     try:
         assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 1
+        other = tmp_path / "other"
+        other.mkdir()
+        same_inbox = config_toml(other, paths={"inbox": str(tmp_path / "inbox")})
+        assert main(["--config", str(same_inbox), "run", "--once", "--no-progress"]) == 1
+        assert not (other / "var" / "ledger.sqlite3").exists()
     finally:
         first.shutdown()
 
@@ -159,3 +164,14 @@ def test_progress_bar_renders_in_place() -> None:
     text = stream.getvalue()
     assert text.startswith("\r[##--------] 1/4 files | validated 3 pending 1")
     assert text.endswith("[##########] 4/4 files | validated 7 rejected 1\n")
+
+
+def test_missing_credentials_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without FACTUS_* credentials ``run`` exits 2 and names the missing variables."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("FACTUS_CLIENT_ID", "FACTUS_CLIENT_SECRET", "FACTUS_USERNAME", "FACTUS_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["--config", str(config_toml(tmp_path)), "run", "--once", "--no-progress"]) == 2
+    assert "FACTUS_CLIENT_SECRET" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -265,3 +266,29 @@ def test_watch_mode_slow_writer_then_stop(tmp_path: Path, demu: EmulatorServer) 
     _once_validated(demu, refs)
     (report,) = reports(tmp_path / "outbox")
     assert report["summary"]["validated"] == 8
+
+
+def test_a_file_name_that_is_not_utf8_is_processed(tmp_path: Path, demu: EmulatorServer) -> None:
+    """A file whose name is not valid UTF-8 is processed, reported and archived under a readable name."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(parents=True)
+    raw = os.fsencode(inbox) + b"/caf\xe9 ventas.csv"
+    with open(raw, "wb") as fh:
+        fh.write(csv_text(invoice_rows("NU-1")).encode("utf-8"))
+    assert Daemon(settings_for(tmp_path, demu)).run_once() == 0
+    _once_validated(demu, ["NU-1"])
+    (report,) = reports(tmp_path / "outbox")
+    assert report["source"] == "caf\ufffd ventas.csv"
+    assert [p.name for p in (tmp_path / "outbox" / "archive").rglob("*.csv")] == ["caf\ufffd ventas.csv"]
+
+
+def test_done_marker_mode(tmp_path: Path, demu: EmulatorServer) -> None:
+    """In done-marker mode a file with its marker is processed and the marker is archived, not deleted."""
+    settings = settings_for(tmp_path, demu, watch={"done_marker": True})
+    write_invoices(tmp_path / "inbox" / "m.csv", ["DM-1"])
+    (tmp_path / "inbox" / "m.csv.done").write_text("")
+    assert Daemon(settings).run_once() == 0
+    _once_validated(demu, ["DM-1"])
+    names = sorted(p.name for p in (tmp_path / "outbox" / "archive").rglob("*") if p.is_file())
+    assert names == ["m.csv", "m.csv.done"]
+    assert leftovers(tmp_path) == [] and not list((tmp_path / "inbox").glob("m.csv*"))

@@ -447,9 +447,9 @@ def _validate(app: App, request: Request, _params: dict[str, str]) -> Response:
         return _validation_error(
             {"numbering_range_id": ["El rango de numeración no tiene consecutivos disponibles."]}
         )
-    reset_after = result.kind in ("validated", "dian_pending", "rejected") and state.faults.take_reset(
-        "after", reference, state.rng
-    )
+    stored = result.kind in ("validated", "dian_pending", "rejected")
+    reset_after = stored and state.faults.take_reset("after", reference, state.rng)
+    fail_after = None if reset_after or not stored else state.faults.take_failure_after_store(state.rng)
     if result.kind == "conflict":
         response = _conflict(result.message or PENDING_MESSAGE)
     elif result.kind == "rejected":
@@ -496,6 +496,8 @@ def _validate(app: App, request: Request, _params: dict[str, str]) -> Response:
             )
     if reset_after:
         return Response(0, reset=True)
+    if fail_after is not None:
+        return App._failure(fail_after, {})
     return response
 
 

@@ -26,6 +26,9 @@ Keys (all optional):
 ``reset_after_store_rate``      float 0..1: probability of the same, per create
 ``reset_before_references``     list of reference codes: their next create is dropped before storing
 ``reset_after_references``      list of reference codes: their next create is reset after storing
+``fail_after_store``            int: the next N creates are stored, then answered with a
+                                ``fail_statuses`` code (a gateway error after the backend stored the bill)
+``fail_after_store_rate``       float 0..1: probability of the same, per create
 ``expire_tokens``               true: invalidate every access token issued so far (an action, not kept)
 ``reject_refresh``              bool or int: refresh grants answer 400 invalid_grant (always / next N)
 ``dian_timeout``                int: the next N creates (new or resent) stay DIAN-pending (status 0,
@@ -83,6 +86,8 @@ class Faults:
     reset_before_store_rate: float = 0.0
     reset_after_store: int = 0
     reset_after_store_rate: float = 0.0
+    fail_after_store: int = 0
+    fail_after_store_rate: float = 0.0
     fail_references: dict[str, int] = field(default_factory=dict)
     reset_before_references: list[str] = field(default_factory=list)
     reset_after_references: list[str] = field(default_factory=list)
@@ -166,6 +171,17 @@ class Faults:
         rate: float = getattr(self, f"reset_{when}_store_rate")
         return rate > 0 and rng.random() < rate
 
+    def take_failure_after_store(self, rng: random.Random) -> int | None:
+        """The status to answer a create that was stored anyway, or None."""
+        if self.fail_after_store > 0:
+            self.fail_after_store -= 1
+        elif not (self.fail_after_store_rate > 0 and rng.random() < self.fail_after_store_rate):
+            return None
+        statuses = self.fail_statuses or [500]
+        status = statuses[self._fail_turn % len(statuses)]
+        self._fail_turn += 1
+        return status
+
     def take_reference_failure(self, reference: str) -> int | None:
         """The status a create of this reference must fail with (once), or None."""
         return self.fail_references.pop(reference, None)
@@ -224,7 +240,7 @@ def _refs(key: str, value: Any) -> list[str]:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    if key in ("fail_rate", "reset_before_store_rate", "reset_after_store_rate"):
+    if key in ("fail_rate", "reset_before_store_rate", "reset_after_store_rate", "fail_after_store_rate"):
         return _rate(key, value)
     if key == "fail_statuses":
         if (

@@ -2,7 +2,9 @@
 
 :class:`EmulatorServer` runs it in a background thread (tests, ``run --emulator``); :func:`serve`
 blocks until SIGTERM/SIGINT or a stop event (the ``factus-daemon emulator`` command). Stopping
-closes idle keep-alive connections and joins every thread, so nothing leaks between tests.
+closes idle keep-alive connections and joins every thread, so nothing leaks between tests. A stopped
+:class:`EmulatorServer` can be started again: it listens on the same port with the same state (bills,
+tokens, faults), which is how tests make Factus unreachable for a while in the middle of a batch.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class EmulatorServer:
         self.app = App(self.state, sleep=self._stopping.wait)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -186,11 +189,17 @@ class EmulatorServer:
         return f"http://{shown}:{port}"
 
     def start(self) -> Self:
-        """Bind, start serving in a daemon thread and return self (the socket is listening)."""
+        """Bind, start serving in a daemon thread and return self (the socket is listening).
+
+        After :meth:`stop`, starting again binds the port used before (even when configured with
+        0) and keeps the state, so clients see an outage rather than a new server.
+        """
         if self._server is not None:
             return self
         self._stopping.clear()
-        self._server = _Server((self.config.host, self.config.port), self.app)
+        port = self._bound_port if self._bound_port is not None else self.config.port
+        self._server = _Server((self.config.host, port), self.app)
+        self._bound_port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -214,6 +223,16 @@ class EmulatorServer:
             thread.join(timeout=5)
         self._server = self._thread = None
         _log.info("emulator_stopped")
+
+    @property
+    def running(self) -> bool:
+        """True while the server accepts connections."""
+        return self._server is not None
+
+    def issued_tokens(self) -> list[str]:
+        """Every access and refresh token issued since the last reset (secret-leak tests grep for them)."""
+        with self.state.lock:
+            return list(self.state.issued_tokens)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -285,6 +285,7 @@ class EmulatorState:
         self.next_event = 1
         self.access_tokens: dict[str, _Access] = {}
         self.refresh_tokens: dict[str, str | None] = {}  # refresh -> access token it came with
+        self.issued_tokens: list[str] = []  # every access and refresh token handed out, in order
         self.window_start: float | None = None
         self.window_hits = 0
         self.faults = self.default_faults()
@@ -362,6 +363,7 @@ class EmulatorState:
         refresh = "def50200" + secrets.token_hex(320)
         self.access_tokens[access] = _Access(self.clock() + self.config.token_ttl_s, refresh)
         self.refresh_tokens[refresh] = access
+        self.issued_tokens += [access, refresh]
         return TokenPair(access, refresh, self.config.token_ttl_s)
 
     def refresh(self, refresh_token: str) -> TokenPair | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv as _csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = ["DELIMITERS", "detect_encoding", "read_csv", "sniff_delimiter"]
 DELIMITERS = (",", ";", "\t", "|")
 _CHUNK = 1 << 20
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
+_SEP_LINE = re.compile(r"\ufeff?sep=([,;\t|])", re.IGNORECASE)
 
 
 def detect_encoding(path: Path) -> str:
@@ -142,10 +144,16 @@ def read_csv(
                 codecs.lookup(encoding)
             except LookupError:
                 raise input_error(path, f"unknown encoding {encoding!r} in the profile") from None
+        first = _first_line(path, encoding)
+        sep_line = _SEP_LINE.fullmatch(first)
+        if sep_line:  # Excel's "sep=;" hint: not a row for the user, and it names the delimiter
+            delimiter = delimiter or sep_line.group(1)
         if delimiter is None:
-            delimiter = sniff_delimiter(_first_line(path, encoding))
+            delimiter = sniff_delimiter(first)
         with path.open("rb") as raw:
             text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+            if sep_line:
+                text.readline()
             headers, rows = _read_records(path, text, delimiter, header_row, limits)
     except UnicodeDecodeError as exc:
         raise input_error(

@@ -213,6 +213,8 @@ class Mapper:
             if not key:
                 continue
             canonical = profile_cols.get(key) or _CANONICAL_BY_NORM.get(key)
+            if canonical is None and key.startswith("item.withholding.") and key[17:].isdigit():
+                canonical = _CANONICAL_BY_NORM.get(f"item.withholding.{key[17:].zfill(2)}")
             if canonical is None:
                 if key.startswith("item.withholding."):
                     codes = ", ".join(sorted(WITHHOLDING_CODES))
@@ -609,7 +611,10 @@ class Mapper:
                 extra_slots.append((slot, values))
                 continue
             if missing:
-                with_missing.update(i for i, v in enumerate(values) if v is MISSING)
+                blanks = [i for i, v in enumerate(values) if v is MISSING]
+                if len(blanks) == n:
+                    continue  # an entirely blank optional column adds nothing
+                with_missing.update(blanks)
             columns[slot.key] = values
         keys = list(columns)
         if keys:

@@ -17,9 +17,9 @@ import json
 import secrets
 from datetime import date, time
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.catalog import (
     CUSTOMER_TRIBUTES,
@@ -43,27 +43,27 @@ __all__ = [
     "RelatedDocument",
     "Withholding",
     "dumps_payload",
-    "json_number",
     "to_payload",
 ]
-
-
-def _member(table: dict[Any, Any], what: str) -> Any:
-    allowed = ", ".join(str(k) for k in table)
-
-    def check(value: Any) -> Any:
-        if value not in table:
-            raise ValueError(f"is not a known {what} (allowed: {allowed})")
-        return value
-
-    return AfterValidator(check)
 
 
 Money = Annotated[Decimal, Field(ge=0, decimal_places=2, allow_inf_nan=False)]
 Percent = Annotated[Decimal, Field(ge=0, le=100, decimal_places=2, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
-PaymentMethod = Annotated[str, _member(PAYMENT_METHODS, "payment method code")]
-IdDocument = Annotated[int, _member(IDENTIFICATION_DOCUMENTS, "identification document id")]
+if TYPE_CHECKING:
+    PaymentMethod = str
+    IdDocument = int
+    LegalOrganization = int
+    CustomerTribute = int
+    StandardCode = int
+    ProductTribute = int
+else:  # Literal types built from daemon.catalog, the one source of the code tables
+    PaymentMethod = Literal[tuple(PAYMENT_METHODS)]
+    IdDocument = Literal[tuple(IDENTIFICATION_DOCUMENTS)]
+    LegalOrganization = Literal[tuple(LEGAL_ORGANIZATIONS)]
+    CustomerTribute = Literal[tuple(CUSTOMER_TRIBUTES)]
+    StandardCode = Literal[tuple(STANDARD_CODES)]
+    ProductTribute = Literal[tuple(PRODUCT_TRIBUTES)]
 
 
 class _Model(BaseModel):
@@ -116,8 +116,8 @@ class Customer(_Model):
     address: Text | None = None
     email: Text | None = None
     phone: Annotated[str, Field(min_length=1, max_length=50)] | None = None
-    legal_organization_id: Annotated[int, _member(LEGAL_ORGANIZATIONS, "legal organization id")]
-    tribute_id: Annotated[int, _member(CUSTOMER_TRIBUTES, "customer tribute id")]
+    legal_organization_id: LegalOrganization
+    tribute_id: CustomerTribute
     municipality_id: Annotated[int, Field(ge=1)] | None = None
 
 
@@ -145,9 +145,9 @@ class Item(_Model):
     price: Money
     tax_rate: Percent
     unit_measure_id: int = Field(ge=1)
-    standard_code_id: Annotated[int, _member(STANDARD_CODES, "standard code id")]
+    standard_code_id: StandardCode
     is_excluded: Literal[0, 1]
-    tribute_id: Annotated[int, _member(PRODUCT_TRIBUTES, "product tribute id")]
+    tribute_id: ProductTribute
     withholding_taxes: list[Withholding] = Field(default_factory=list)
     scheme_id: Literal["0", "1"] | None = None
     mandate: Mandate | None = None
@@ -185,15 +185,17 @@ class Invoice(_Model):
     allowance_charges: list[AllowanceCharge] | None = None
 
 
-def json_number(value: Decimal) -> Decimal:
-    """Canonical form of a payload number: integral values without decimals, others as written.
+_RATE_TEXT: dict[Decimal, str] = {}
 
-    >>> json_number(Decimal("11900.00")), json_number(Decimal("7.50"))
-    (Decimal('11900'), Decimal('7.5'))
-    """
-    if value == value.to_integral_value():
-        return Decimal(int(value))
-    return value.normalize()
+
+def _rate_text(rate: Decimal) -> str:
+    """``fmt2`` of a tax rate, memoised (a file has a handful of distinct rates)."""
+    text = _RATE_TEXT.get(rate)
+    if text is None:
+        text = fmt2(rate)
+        if len(_RATE_TEXT) < 1000:
+            _RATE_TEXT[rate] = text
+    return text
 
 
 def _drop_none(obj: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +229,7 @@ def to_payload(inv: Invoice) -> dict[str, Any]:
             "quantity": it.quantity,
             "discount_rate": it.discount_rate,
             "price": it.price,
-            "tax_rate": fmt2(it.tax_rate),
+            "tax_rate": _rate_text(it.tax_rate),
             "unit_measure_id": it.unit_measure_id,
             "standard_code_id": it.standard_code_id,
             "is_excluded": it.is_excluded,

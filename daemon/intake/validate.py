@@ -32,6 +32,7 @@ EMAIL = re.compile(
 DIGITS_ONLY_DOCUMENTS = frozenset({1, 2, 3, 5, 6, 11})
 """Identification types whose numbers are digits only (RC, TI, CC, CE, NIT, NUIP)."""
 MAX_NIT_DIGITS = 15
+IVA_TRIBUTE_ID = 1
 
 
 @dataclass(slots=True)
@@ -114,10 +115,36 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+_CODE_TABLES = {
+    ("customer", "identification_document_id"): "identification document id",
+    ("mandate", "identification_document_id"): "identification document id",
+    ("customer", "legal_organization_id"): "legal organization id",
+    ("customer", "tribute_id"): "customer tribute id",
+    ("items", "tribute_id"): "product tribute id",
+    ("items", "standard_code_id"): "standard code id",
+    ("payment_method_code",): "payment method code",
+}
+
+
+def _code_table(loc: tuple[Any, ...]) -> str | None:
+    """The code table a location's literal belongs to (``("items", 0, "tribute_id")`` -> product tribute)."""
+    if not loc:
+        return None
+    if loc[-1] == "payment_method_code":
+        return _CODE_TABLES[("payment_method_code",)]
+    if len(loc) < 2:
+        return None
+    last = str(loc[-1])
+    return _CODE_TABLES.get((str(loc[0]), last)) or _CODE_TABLES.get((str(loc[-2]), last))
+
+
 def _explain(err: Any) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "literal_error":
+        what = _code_table(tuple(err["loc"]))
+        if what is not None:
+            return f"is not a known {what} (allowed: {ctx.get('expected', '')})"
         return f"must be one of {ctx.get('expected', '')}"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
@@ -176,34 +203,50 @@ def cross_checks(data: dict[str, Any], lookups: Lookups) -> list[tuple[tuple[Any
     customer = data.get("customer")
     if isinstance(customer, dict):
         out.extend(_customer_checks(customer, lookups))
-    operation = data.get("operation_type")
     items = data.get("items")
     if isinstance(items, list):
-        zero = Decimal(0)
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                continue
-            scheme = item.get("scheme_id")
-            if operation == "11" and scheme is None:
+        out.extend(_item_checks(items, data.get("operation_type"), lookups))
+    return out
+
+
+_ZERO = Decimal(0)
+
+
+def _item_checks(items: list[Any], operation: Any, lookups: Lookups) -> list[tuple[tuple[Any, ...], str]]:
+    out: list[tuple[tuple[Any, ...], str]] = []
+    add = out.append
+    knows_unit = lookups.knows_unit_id
+    zero = _ZERO
+    mandates = operation == "11"
+    for i, item in enumerate(items):
+        if type(item) is not dict:
+            continue
+        get = item.get
+        scheme = get("scheme_id")
+        if scheme is None:
+            if mandates:
                 add((("items", i, "scheme_id"), "is required when operation_type is 11 (mandates)"))
-            if scheme == "1" and not item.get("mandate"):
-                add((("items", i, "mandate"), "is required when scheme_id is 1 (third-party income)"))
-            rate = item.get("tax_rate")
-            if item.get("is_excluded") == 1 and isinstance(rate, Decimal) and rate != zero:
-                add((("items", i, "tax_rate"), "must be 0 for an item excluded from IVA (is_excluded 1)"))
-            unit = item.get("unit_measure_id")
-            if type(unit) is int and not lookups.knows_unit_id(unit):
-                add((("items", i, "unit_measure_id"), "is not a known Factus unit of measure id"))
-            taxes = item.get("withholding_taxes")
-            if isinstance(taxes, list):
-                seen: set[Any] = set()
-                for j, tax in enumerate(taxes):
-                    code = tax.get("code") if isinstance(tax, dict) else None
-                    if code in seen:
-                        add(
-                            (("items", i, "withholding_taxes", j, "code"), f"repeats withholding code {code}")
-                        )
-                    seen.add(code)
+        elif scheme == "1" and not get("mandate"):
+            add((("items", i, "mandate"), "is required when scheme_id is 1 (third-party income)"))
+        rate = get("tax_rate")
+        if type(rate) is Decimal:
+            if get("is_excluded") == 1:
+                if rate != zero:
+                    add((("items", i, "tax_rate"), "must be 0 for an item excluded from IVA (is_excluded 1)"))
+            elif zero < rate < 1 and get("tribute_id") == IVA_TRIBUTE_ID:
+                message = f"looks like a fraction ({rate}): write the IVA percentage, e.g. 19.00 for 19 %"
+                add((("items", i, "tax_rate"), message))
+        unit = get("unit_measure_id")
+        if type(unit) is int and not knows_unit(unit):
+            add((("items", i, "unit_measure_id"), "is not a known Factus unit of measure id"))
+        taxes = get("withholding_taxes")
+        if type(taxes) is list and len(taxes) > 1:
+            seen: set[Any] = set()
+            for j, tax in enumerate(taxes):
+                code = tax.get("code") if isinstance(tax, dict) else None
+                if code in seen:
+                    add((("items", i, "withholding_taxes", j, "code"), f"repeats withholding code {code}"))
+                seen.add(code)
     return out
 
 

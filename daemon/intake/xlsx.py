@@ -34,7 +34,8 @@ __all__ = ["Workbook", "column_letter", "read_xlsx"]
 _BIG_MEMBER_BYTES = 1 << 20
 _CHUNK = 1 << 20
 _DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY", b"<!doctype", b"<!entity")
-_FORMULA_MARKERS = (b"<f>", b"<f ", b"<f/>")
+_DTD_PATTERN = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_FORMULA_PATTERN = re.compile(rb"<f[ >/]")
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -137,11 +138,11 @@ def _scan_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Mem
             tail = b""
             while chunk:
                 window = tail + chunk
-                if any(marker in window for marker in _DTD_MARKERS):
+                if _DTD_PATTERN.search(window):
                     raise input_error(
                         path, f"member {info.filename} declares a DTD or XML entities; refused (XML bomb?)"
                     )
-                if not member.has_formula and any(marker in window for marker in _FORMULA_MARKERS):
+                if not member.has_formula and _FORMULA_PATTERN.search(window):
                     member.has_formula = True
                 tail = chunk[-16:]
                 chunk = fh.read(_CHUNK)
@@ -256,6 +257,16 @@ def _float_text(value: float) -> str:
     if "e" in text or "E" in text:
         text = format(Decimal(text), "f")
     return text
+
+
+class _FloatTexts(dict[float, str]):
+    """float -> text, computed once per distinct value (quantities and ids repeat)."""
+
+    def __missing__(self, value: float) -> str:
+        text = _float_text(value)
+        if len(self) < 100_000:
+            self[value] = text
+        return text
 
 
 def _cell_text(value: Any) -> str:
@@ -403,14 +414,17 @@ def _read_sheet(
     rows: list[SourceRow] = []
     beyond = False
     max_cell = limits.max_cell_chars
+    floats = _FloatTexts()
     for r in range(header_row, len(grid)):
         raw = grid[r]
-        values = [v if type(v) is str else _cell_text(v) for v in raw[:width]]
+        values = [
+            v if type(v) is str else floats[v] if type(v) is float else _cell_text(v) for v in raw[:width]
+        ]
         if len(values) < width:
             values.extend([""] * (width - len(values)))
         if not any(values):
             continue
-        if any(len(v) > max_cell for v in values):
+        if max(map(len, values)) > max_cell:
             raise input_error(path, f"sheet {name!r} row {r + 1} has a cell over {max_cell:,} characters")
         if not beyond and len(raw) > width and any(_cell_text(v).strip() for v in raw[width:]):
             beyond = True

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,16 +24,33 @@ from typing import Any
 
 from daemon.fsutil import TMP_SUFFIX, atomic_write_text, fsync_dir, safe_name
 
-__all__ = ["PROCESSING_DIR", "Claimed", "FileStore", "sha256_of"]
+__all__ = ["PROCESSING_DIR", "Claimed", "FileStore", "sha256_of", "utf8_safe"]
 
 PROCESSING_DIR = ".processing"
 _CHUNK = 1024 * 1024
 
 
+def utf8_safe(text: str) -> str:
+    """A name or path that is valid UTF-8 text: undecodable bytes of a file name become U+FFFD.
+
+    Linux file names are bytes; Python keeps undecodable ones as lone surrogates, which neither
+    SQLite nor a UTF-8 report can hold.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def sha256_of(path: Path) -> str:
-    """SHA-256 of a file's bytes (a symbolic link is hashed by its target text, never followed)."""
-    if path.is_symlink():
+    """SHA-256 of a file's bytes.
+
+    A symbolic link is hashed by its target text (never followed); anything else that is not a
+    regular file (a FIFO would block whoever opens it) by its type and name, never opened.
+    """
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
         return hashlib.sha256(b"symlink:" + os.readlink(path).encode("utf-8", "surrogateescape")).hexdigest()
+    if not stat.S_ISREG(mode):
+        marker = f"special:{stat.S_IFMT(mode)}:{path.name}:{time.time_ns()}"
+        return hashlib.sha256(marker.encode("utf-8", "surrogateescape")).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -129,7 +147,8 @@ class FileStore:
         """Atomically move an inbox file into ``.processing/``; None when someone else took it first."""
         rel = self.relative(path)
         token = f"{time.time_ns():x}-{os.getpid():x}"
-        target = self.processing / token / rel
+        # The claimed copy gets a valid UTF-8 name, so every later path can go into the ledger.
+        target = self.processing / token / Path(*[utf8_safe(p) for p in rel.parts])
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(path, target)
@@ -143,9 +162,9 @@ class FileStore:
         fsync_dir(path.parent)
         return Claimed(
             path=target,
-            original=path,
-            name=rel.name,
-            profile=rel.parts[0] if len(rel.parts) > 1 else None,
+            original=Path(utf8_safe(str(path))),
+            name=target.name,
+            profile=utf8_safe(rel.parts[0]) if len(rel.parts) > 1 else None,
         )
 
     def claimed_files(self) -> Iterator[Claimed]:
@@ -161,11 +180,17 @@ class FileStore:
                 rel = entry.relative_to(token_dir)
                 if entry.name.endswith(TMP_SUFFIX):
                     continue
+                if utf8_safe(str(entry)) != str(entry):
+                    fixed = entry.with_name(utf8_safe(entry.name))
+                    if os.path.lexists(fixed):
+                        continue
+                    os.rename(entry, fixed)
+                    entry, rel = fixed, fixed.relative_to(token_dir)
                 yield Claimed(
                     path=entry,
-                    original=self.inbox / rel,
+                    original=Path(utf8_safe(str(self.inbox / rel))),
                     name=rel.name,
-                    profile=rel.parts[0] if len(rel.parts) > 1 else None,
+                    profile=utf8_safe(rel.parts[0]) if len(rel.parts) > 1 else None,
                 )
 
     def prune_processing(self) -> None:

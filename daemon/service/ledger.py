@@ -812,6 +812,41 @@ class SqliteLedger:
         sql = f"SELECT * FROM invoices {where} ORDER BY created_at, reference_code"  # noqa: S608
         return [_invoice(r) for r in self._query(sql, params)]
 
+    def invoices_of_file(self, file_id: int) -> dict[str, InvoiceRow]:
+        """Every invoice a file's report lines refer to (its own and the ones it duplicates), by reference."""
+        rows = self._query(
+            "SELECT i.* FROM invoices i WHERE i.reference_code IN "
+            "(SELECT reference_code FROM entries WHERE file_id = ? AND reference_code IS NOT NULL)",
+            (file_id,),
+        )
+        return {r["reference_code"]: _invoice(r) for r in rows}
+
+    def documents_of_file(self, file_id: int) -> dict[str, dict[str, DocumentRow]]:
+        """The documents of every invoice a file refers to: reference -> kind -> row."""
+        rows = self._query(
+            "SELECT d.* FROM documents d WHERE d.reference_code IN "
+            "(SELECT reference_code FROM entries WHERE file_id = ? AND reference_code IS NOT NULL)",
+            (file_id,),
+        )
+        out: dict[str, dict[str, DocumentRow]] = {}
+        for r in rows:
+            out.setdefault(r["reference_code"], {})[r["kind"]] = _document(r)
+        return out
+
+    def validated_needing_documents(self) -> list[InvoiceRow]:
+        """Validated invoices of unfinished (or report-due) files with fewer than two documents."""
+        rows = self._query(
+            "SELECT i.* FROM invoices i JOIN files f ON f.id = i.file_id "
+            "WHERE i.state = 'validated' AND (f.state NOT IN ('archived','failed') OR f.report_due = 1) "
+            "AND (SELECT COUNT(*) FROM documents d WHERE d.reference_code = i.reference_code) < 2"
+        )
+        return [_invoice(r) for r in rows]
+
+    def report_due_files(self) -> list[FileRow]:
+        """Archived files whose report must be rewritten (after ``retry REF``)."""
+        rows = self._query("SELECT * FROM files WHERE report_due = 1 AND state = 'archived'")
+        return [_file(r) for r in rows]
+
     def hidden_bills(self) -> list[InvoiceRow]:
         """Rejected invoices whose hidden pending bill at Factus may still need deleting."""
         return [_invoice(r) for r in self._query("SELECT * FROM invoices WHERE hidden_bill = 1")]
@@ -850,9 +885,10 @@ class SqliteLedger:
                     "it is never sent again"
                 )
             if row["state"] in ("rejected", "invalid"):
+                # sent_hash cleared: a rejected bill still at Factus is then stale, deleted, and resent.
                 db.execute(
                     "UPDATE invoices SET state='planned', errors='[]', message=NULL, next_attempt_at=NULL, "
-                    "updated_at=? WHERE reference_code=?",
+                    "sent_hash=NULL, updated_at=? WHERE reference_code=?",
                     (utc_now(), reference_code),
                 )
                 db.execute(

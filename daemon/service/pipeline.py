@@ -22,7 +22,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from daemon.log import redact
 from daemon.service import crash
 from daemon.service.files import Claimed, FileStore, sha256_of
 from daemon.service.ledger import (
+    DocumentRow,
+    EntryRow,
     FileRow,
     InvoiceRow,
     NewEntry,
@@ -65,6 +67,37 @@ class IntakeOutcome:
     warnings: list[Any] = field(default_factory=list)
     profile: str | None = None
     """The mapping profile the intake used (a folder profile, or one chosen by its ``match`` glob)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FileView:
+    """One file with every ledger row its report needs."""
+
+    file: FileRow
+    entries: list[EntryRow]
+    invoices: dict[str, InvoiceRow]
+    documents: dict[str, dict[str, DocumentRow]]
+
+    def has_documents(self, reference_code: str) -> bool:
+        docs = self.documents.get(reference_code, {})
+        return all(k in docs and Path(docs[k].path).is_file() for k in ("pdf", "xml"))
+
+    def complete(self) -> bool:
+        """Every line final, and every validated invoice of this file has its PDF and XML."""
+        for entry in self.entries:
+            inv = self.invoices.get(entry.reference_code or "")
+            if not entry_is_final(entry, inv):
+                return False
+            if (
+                entry.kind == "own"
+                and entry.status is None
+                and inv is not None
+                and inv.state == "validated"
+                and inv.file_id == self.file.id
+                and not self.has_documents(inv.reference_code)
+            ):
+                return False
+        return True
 
 
 Reader = Callable[[Path, str | None], IntakeOutcome]
@@ -109,6 +142,23 @@ class Pipeline:
         self._kick_later: list[int] = []
         self.touched: set[int] = set()
         """Files claimed, resumed or finished by this process (``run --once`` exit code)."""
+        self.track_touched = True
+        """False in watch mode, where nothing reads :attr:`touched` and it would only grow."""
+
+    def _touch(self, file_id: int) -> None:
+        if self.track_touched:
+            self.touched.add(file_id)
+
+    def _forget(self, file: FileRow) -> None:
+        """Drop the in-memory bookkeeping of a finished file (a daemon runs for months)."""
+        if file.state not in ("archived", "failed") or file.report_due:
+            return
+        with self._locks_guard:
+            self._locks.pop(file.id, None)
+        self._interim.pop(file.id, None)
+        for entry in self.ledger.entries(file.id):
+            if entry.reference_code:
+                self._scheduled.discard(entry.reference_code)
 
     def _lock(self, file_id: int) -> threading.Lock:
         with self._locks_guard:
@@ -127,7 +177,7 @@ class Pipeline:
         """Record a file sitting in ``.processing/`` (new claim, or found there on start)."""
         existing = self.ledger.file_by_processing_path(str(claimed.path))
         if existing is not None:
-            self.touched.add(existing.id)
+            self._touch(existing.id)
             return existing.id
         size = None
         try:
@@ -144,7 +194,7 @@ class Pipeline:
             profile=claimed.profile,
             size_bytes=size,
         )
-        self.touched.add(row.id)
+        self._touch(row.id)
         _log.info(
             "file_claimed",
             file=claimed.name,
@@ -175,6 +225,21 @@ class Pipeline:
                 file = self._finish_failing(file)
             if file.state == "archived" and file.report_due:
                 self._rewrite_report(file)
+                file = self.ledger.file(file_id)
+            self._forget(file)
+
+    def fail_unreadable(self, file_id: int, error: BaseException) -> bool:
+        """Move aside a file that keeps crashing its first step; True when it was moved.
+
+        Only a file not yet read can be moved: once its invoices are recorded they must finish.
+        """
+        with self._lock(file_id):
+            file = self.ledger.file(file_id)
+            if file.state != "claimed":
+                return False
+            file = self._fail(file, f"the file could not be processed ({type(error).__name__}: {error})")
+            self._finish_failing(file)
+            return True
 
     def _read(self, file: FileRow) -> FileRow:
         if not file.batch_dir:
@@ -245,12 +310,19 @@ class Pipeline:
         out, self._kick_later = self._kick_later, []
         return out
 
+    def _view(self, file: FileRow) -> _FileView:
+        """A file's report lines with their invoices and documents, in three queries."""
+        return _FileView(
+            file,
+            self.ledger.entries(file.id),
+            self.ledger.invoices_of_file(file.id),
+            self.ledger.documents_of_file(file.id),
+        )
+
     def _progress(self, file: FileRow) -> FileRow:
-        entries = self.ledger.entries(file.id)
-        refs = [e.reference_code for e in entries if e.reference_code]
-        invoices = {ref: inv for ref in refs if (inv := self.ledger.invoice(ref)) is not None}
-        for entry in entries:
-            inv = invoices.get(entry.reference_code or "")
+        view = self._view(file)
+        for entry in view.entries:
+            inv = view.invoices.get(entry.reference_code or "")
             if entry.kind != "own" or inv is None or inv.file_id != file.id:
                 continue
             if inv.state in ("planned", "submitting") and inv.reference_code not in self._scheduled:
@@ -260,53 +332,31 @@ class Pipeline:
             elif (
                 inv.state == "validated"
                 and inv.reference_code not in self._scheduled
-                and not self._has_documents(inv)
+                and not view.has_documents(inv.reference_code)
             ):
                 self._scheduled.add(inv.reference_code)
                 self.submitter.schedule(inv.reference_code)
-        if not self._complete(file, entries, invoices):
-            if not any(self.submitter.is_active(r) for r in refs):
+        if not view.complete():
+            if not any(self.submitter.is_active(r) for r in view.invoices):
                 self._write_report(file, final=False)
             return file
         self._write_report(file, final=True)
         return self.ledger.file(file.id)
 
-    def _has_documents(self, inv: InvoiceRow) -> bool:
-        docs = self.ledger.documents(inv.reference_code)
-        return all(k in docs and Path(docs[k].path).is_file() for k in ("pdf", "xml"))
-
-    def _complete(self, file: FileRow, entries: Sequence[Any], invoices: Mapping[str, InvoiceRow]) -> bool:
-        for entry in entries:
-            inv = invoices.get(entry.reference_code or "")
-            if not entry_is_final(entry, inv):
-                return False
-            if (
-                entry.kind == "own"
-                and entry.status is None
-                and inv is not None
-                and inv.state == "validated"
-                and inv.file_id == file.id
-                and not self._has_documents(inv)
-            ):
-                return False
-        return True
-
-    def _report(self, file: FileRow, *, final: bool) -> dict[str, Any]:
-        entries = self.ledger.entries(file.id)
-        refs = {e.reference_code for e in entries if e.reference_code}
-        invoices = {ref: inv for ref in refs if (inv := self.ledger.invoice(ref)) is not None}
-        documents = {ref: self.ledger.documents(ref) for ref in refs}
+    def report(self, file: FileRow, *, final: bool) -> dict[str, Any]:
+        """The report of a file as it stands (``finished_at`` set only when ``final``)."""
+        view = self._view(file)
         return build_report(
             file,
-            entries,
-            invoices,
-            documents,
+            view.entries,
+            view.invoices,
+            view.documents,
             batch_dir=Path(file.batch_dir or "."),
             finished_at=utc_now() if final else None,
         )
 
     def _write_report(self, file: FileRow, *, final: bool) -> None:
-        report = self._report(file, final=final)
+        report = self.report(file, final=final)
         batch = Path(file.batch_dir or "")
         if not final:
             key = json.dumps(report, sort_keys=True, default=str)
@@ -329,10 +379,8 @@ class Pipeline:
         crash.reach("before_archive")
 
     def _rewrite_report(self, file: FileRow) -> None:
-        entries = self.ledger.entries(file.id)
-        refs = [e.reference_code for e in entries if e.reference_code]
-        invoices = {ref: inv for ref in refs if (inv := self.ledger.invoice(ref)) is not None}
-        for inv in invoices.values():
+        view = self._view(file)
+        for inv in view.invoices.values():
             if (
                 inv.file_id == file.id
                 and inv.state in ("planned", "submitting")
@@ -341,9 +389,9 @@ class Pipeline:
             ):
                 self._scheduled.add(inv.reference_code)
                 self.submitter.schedule(inv.reference_code)
-        if not self._complete(file, entries, invoices):
+        if not view.complete():
             return
-        report = self._report(file, final=True)
+        report = self.report(file, final=True)
         path = self.outbox.write_report(Path(file.batch_dir or ""), report)
         self.ledger.update_file(file.id, report_path=str(path), report_due=0)
         _log.info("file_report_rewritten", file=file.name, summary=report["summary"])
@@ -376,6 +424,7 @@ class Pipeline:
         target = self.store.failed_target(file.name)
         self.ledger.update_file(file.id, state="failing", final_path=str(target), reason=reason)
         _log.warning("file_failed", file=file.name, reason=reason, error=error)
+        self._kick_later.extend(d.id for d in self.ledger.files("claimed") if d.duplicate_of == file.id)
         return self.ledger.file(file.id)
 
     def _finish_failing(self, file: FileRow) -> FileRow:
@@ -425,8 +474,9 @@ class Pipeline:
                 _log.exception("file_adopt_failed", path=str(claimed.path))
         self.store.prune_processing()
         ids = [f.id for f in self.ledger.unfinished_files()]
-        ids += [f.id for f in self.ledger.files("archived") if f.report_due]
-        self.touched.update(ids)
+        ids += [f.id for f in self.ledger.report_due_files()]
+        for file_id in ids:
+            self._touch(file_id)
         stuck = self.ledger.invoices("submitting")
         if stuck:
             _log.info(
@@ -450,18 +500,14 @@ class Pipeline:
             if not paused:
                 self._scheduled.add(inv.reference_code)
                 self.submitter.schedule(inv.reference_code)
-        for inv in self.ledger.invoices("validated"):
-            owner = self.ledger.file(inv.file_id)
-            if (owner.state not in ("archived", "failed") or owner.report_due) and not self._has_documents(
-                inv
-            ):
-                files.add(inv.file_id)
-                self.submitter.schedule(inv.reference_code)
+        for inv in self.ledger.validated_needing_documents():
+            files.add(inv.file_id)
+            self.submitter.schedule(inv.reference_code)
         if not paused:
             for inv in self.ledger.hidden_bills():
                 self.submitter.schedule(inv.reference_code)
         files.update(f.id for f in self.ledger.unfinished_files())
-        files.update(f.id for f in self.ledger.files("archived") if f.report_due)
+        files.update(f.id for f in self.ledger.report_due_files())
         return sorted(files)
 
     def files_for_invoice(self, reference_code: str) -> list[int]:

@@ -35,7 +35,7 @@ class Progress:
 
     def render(self, files_done: int, files_total: int, invoices: Mapping[str, int]) -> str:
         """The text of the bar (no control characters)."""
-        filled = self._width if files_total == 0 else round(self._width * files_done / files_total)
+        filled = 0 if files_total == 0 else round(self._width * files_done / files_total)
         bar = "#" * filled + "-" * (self._width - filled)
         counts = " ".join(f"{k} {invoices[k]}" for k in _ORDER if invoices.get(k))
         return f"[{bar}] {files_done}/{files_total} files" + (f" | {counts}" if counts else "")

@@ -6,7 +6,8 @@ most ``submit.shutdown_timeout_s``), records where every file and invoice stands
 the results and returns 0 (all validated or nothing to do), 1 (an invoice rejected/invalid or a file
 failed) or 3 (work left pending because Factus could not be reached).
 
-Only one daemon may use a ledger at a time: an exclusive ``flock`` on ``<ledger>.lock`` enforces it.
+Only one daemon may use a ledger, and one an inbox, at a time: exclusive ``flock`` locks on
+``<ledger>.lock`` and on the inbox folder itself enforce it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +35,7 @@ from daemon.log import redact
 from daemon.service.budget import ServiceRateLimiter
 from daemon.service.files import FileStore
 from daemon.service.ledger import SqliteLedger
-from daemon.service.outbox import Outbox, build_report
+from daemon.service.outbox import Outbox
 from daemon.service.pipeline import Pipeline, Reader
 from daemon.service.progress import Progress
 from daemon.service.scheduler import Jobs, build_scheduler
@@ -41,13 +43,14 @@ from daemon.service.submit import SubmitPolicy, Submitter
 from daemon.service.watcher import InboxWatcher
 from daemon.settings import Settings
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PENDING", "Daemon", "InstanceLock"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_PENDING", "Daemon", "FolderLock", "InstanceLock"]
 
 _log = structlog.get_logger("daemon.service.runner")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PENDING = 3
+_MAX_STEP_ERRORS = 3  # unexpected errors on a file's first step before it is moved to failed/
 
 
 class InstanceLock:
@@ -59,7 +62,8 @@ class InstanceLock:
 
     def acquire(self) -> bool:
         """Take the lock; False when another process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,6 +80,37 @@ class InstanceLock:
         with contextlib.suppress(OSError):
             return self.path.read_text(encoding="utf-8").strip() or "?"
         return "?"
+
+    def release(self) -> None:
+        """Release the lock."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+
+class FolderLock:
+    """An exclusive ``flock`` on a folder itself: one daemon per inbox, whatever its ledger.
+
+    Nothing is written into the folder; the kernel releases the lock when the process dies.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
 
     def release(self) -> None:
         """Release the lock."""
@@ -122,14 +157,18 @@ class Daemon:
         self._lock = InstanceLock(
             settings.paths.ledger_path.with_name(settings.paths.ledger_path.name + ".lock")
         )
+        self._inbox_lock = FolderLock(settings.paths.inbox)
         self._kick_lock = threading.Lock()
         self._running: set[int] = set()
         self._dirty: set[int] = set()
         self._claiming: set[Path] = set()
+        self._step_errors: dict[int, int] = {}
         self._token_lock = threading.Lock()
         self.lookups: Any = None
         self.started = False
         self.drained = True
+        self.unsettled = 0
+        """Inbox files ``run_once`` left because they kept changing (exit code 3)."""
         self.ledger: SqliteLedger
         self.pipeline: Pipeline
         self.submitter: Submitter
@@ -157,14 +196,25 @@ class Daemon:
                 f"another factus-daemon (pid {self._lock.holder()}) is using the ledger "
                 f"{s.paths.ledger_path}; stop it first or use another state_dir"
             )
+        if not self._inbox_lock.acquire():
+            self._lock.release()
+            raise LedgerError(
+                f"another factus-daemon is watching the inbox {s.paths.inbox} (with another ledger); "
+                "two daemons on one inbox could issue an invoice twice, so this one does not start"
+            )
         try:
             self._start(watch=watch)
         except BaseException:
+            self._inbox_lock.release()
             self._lock.release()
             raise
 
     def _start(self, *, watch: bool) -> None:
         s = self.settings
+        if self._client is None:
+            from daemon.factus.tokens import check_credentials
+
+            check_credentials(s.factus)  # missing FACTUS_* variables: exit 2 with their names
         self.ledger = SqliteLedger(s.paths.ledger_path)
         if self._client is None:
             from daemon.factus.client import FactusClient
@@ -193,6 +243,7 @@ class Daemon:
         self.pipeline = Pipeline(
             self.ledger, self.store, outbox, self.submitter, reader, max_file_bytes=s.watch.max_file_bytes
         )
+        self.pipeline.track_touched = not watch
         self._file_pool = ThreadPoolExecutor(
             max_workers=max(1, min(4, s.submit.concurrency)), thread_name_prefix="file"
         )
@@ -267,8 +318,13 @@ class Daemon:
         try:
             with structlog.contextvars.bound_contextvars(file_id=file_id):
                 self.pipeline.advance(file_id)
+            self._step_errors.pop(file_id, None)
         except Exception as exc:
             _log.exception("file_step_failed", file_id=file_id, error=redact(repr(exc)))
+            self._step_errors[file_id] = self._step_errors.get(file_id, 0) + 1
+            if self._step_errors[file_id] >= _MAX_STEP_ERRORS:
+                with contextlib.suppress(Exception):
+                    self.pipeline.fail_unreadable(file_id, exc)
         finally:
             for other in self.pipeline.kicks():
                 self._kick(other)
@@ -403,38 +459,54 @@ class Daemon:
         """Ask ``run``/``run_once`` to stop (signal handlers call this)."""
         self._stop.set()
 
-    def _install_signals(self) -> None:
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT ask for a clean stop while running (main thread only); restored after."""
         if threading.current_thread() is not threading.main_thread():
+            yield
             return
 
         def handler(signum: int, _frame: FrameType | None) -> None:
             _log.info("daemon_signal", signal=signal.Signals(signum).name)
             self.request_stop()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT (or :meth:`request_stop`), then drain and return 0."""
-        self._install_signals()
-        self.start(watch=True)
-        try:
-            while not self._stop.wait(0.5):
-                pass
-        finally:
-            self.shutdown()
+        with self._signals():
+            self.start(watch=True)
+            try:
+                while not self._stop.wait(0.5):
+                    pass
+            finally:
+                self.shutdown()
         return EXIT_OK
 
     def run_once(self) -> int:
         """Process the inbox as it is now plus unfinished work; return 0, 1 or 3."""
-        self._install_signals()
+        with self._signals():
+            return self._run_once()
+
+    def _run_once(self) -> int:
         self.start(watch=False)
         progress = Progress(self._progress_stream) if self._progress_stream is not None else None
         try:
             watcher = self.watcher
             assert watcher is not None
             watcher.scan()
+            # A file still being written is waited for, but not forever: it is left for the next run.
+            settle_by = time.monotonic() + max(30.0, 10 * self.settings.watch.stable_s)
             while watcher.pending() and not self._stop.is_set():
+                if time.monotonic() > settle_by:
+                    self.unsettled = watcher.pending()
+                    _log.warning("files_still_changing", count=self.unsettled, left_for="the next run")
+                    break
                 watcher.check()
                 self._draw(progress)
                 self._stop.wait(watcher.tick_s)
@@ -490,11 +562,7 @@ class Daemon:
         }
 
     def _statuses(self, file_id: int) -> Counter[str]:
-        file = self.ledger.file(file_id)
-        entries = self.ledger.entries(file_id)
-        refs = {e.reference_code for e in entries if e.reference_code}
-        invoices = {r: inv for r in refs if (inv := self.ledger.invoice(r)) is not None}
-        report = build_report(file, entries, invoices, {}, batch_dir=Path("."), finished_at=None)
+        report = self.pipeline.report(self.ledger.file(file_id), final=False)
         return Counter({k: v for k, v in report["summary"].items() if v})
 
     def exit_code(self) -> int:
@@ -503,7 +571,7 @@ class Daemon:
         inv = s["invoices"]
         if s["files_failed"] or inv.get("rejected") or inv.get("invalid"):
             return EXIT_FAILED
-        if inv.get("pending") or s["files_done"] < s["files"]:
+        if inv.get("pending") or s["files_done"] < s["files"] or self.unsettled:
             return EXIT_PENDING
         if self.started and (self.ledger.invoices("planned", "submitting", "pending")):
             return EXIT_PENDING
@@ -513,6 +581,7 @@ class Daemon:
         """Stop taking work, let in-flight requests finish, checkpoint and release the ledger."""
         self._stop.set()
         if not self.started:
+            self._inbox_lock.release()
             self._lock.release()
             return
         self.started = False
@@ -542,6 +611,7 @@ class Daemon:
                     self._client.close()
         else:
             _log.warning("daemon_drain_timeout", timeout_s=timeout)
+        self._inbox_lock.release()
         self._lock.release()
         _log.info("daemon_stopped", drained=self.drained)
         with contextlib.suppress(Exception):

@@ -20,6 +20,7 @@ The rules, in the order they apply to one invoice:
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -32,8 +33,9 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from daemon.errors import AuthError, FactusError, NotFoundError, TransientError
+from daemon.errors import AuthError, ConfigError, FactusError, NotFoundError, TransientError
 from daemon.log import redact
+from daemon.money import to_decimal
 from daemon.service import crash
 from daemon.service.ledger import InvoiceRow, SqliteLedger
 from daemon.service.outbox import Outbox
@@ -45,6 +47,7 @@ _log = structlog.get_logger("daemon.service.submit")
 # Outcomes after which the bill certainly does not exist at Factus (nothing to reconcile).
 _NOT_CREATED = frozenset({"rate_limited", "conflict", "auth", "not_sent", "error"})
 _SERIAL_FOR_S = 30.0
+_STRIPES = 1024  # per-invoice mutual exclusion without one lock object per reference code
 _FREE_WAITS = 100
 
 
@@ -218,6 +221,7 @@ class Submitter:
         self._idle = threading.Condition(self._lock)
         self._active: set[str] = set()
         self._resolve_lock = threading.Lock()
+        self._stripes = [threading.RLock() for _ in range(_STRIPES)]
         self.stop_event = threading.Event()
         self.auth_ok = threading.Event()
         self.auth_ok.set()
@@ -239,6 +243,11 @@ class Submitter:
             self._finish(reference_code, notify=False)
             return False
         return True
+
+    def _ref_lock(self, reference_code: str) -> threading.RLock:
+        """The lock held while one thread makes an attempt for this invoice."""
+        digest = hashlib.blake2s(reference_code.encode("utf-8"), digest_size=4).digest()
+        return self._stripes[int.from_bytes(digest, "big") % _STRIPES]
 
     def is_active(self, reference_code: str) -> bool:
         """True while a worker handles this invoice."""
@@ -285,14 +294,15 @@ class Submitter:
         return True
 
     def _finish(self, ref: str, *, notify: bool = True) -> None:
-        with self._idle:
-            self._active.discard(ref)
-            self._idle.notify_all()
+        # Notify first: whoever waits for "idle" then also sees the follow-up work it triggers.
         if notify:
             try:
                 self._on_done(ref)
             except Exception:
                 _log.exception("invoice_done_callback_failed", reference_code=ref)
+        with self._idle:
+            self._active.discard(ref)
+            self._idle.notify_all()
 
     def _run(self, ref: str) -> None:
         try:
@@ -318,11 +328,12 @@ class Submitter:
         return self._rng.uniform(cap / 2, cap)
 
     def _work(self, ref: str) -> None:
-        inv = self.ledger.invoice(ref)
-        if inv is None:
-            return
-        if inv.hidden_bill:
-            self._delete_hidden(inv)
+        with self._ref_lock(ref):
+            inv = self.ledger.invoice(ref)
+            if inv is None:
+                return
+            if inv.hidden_bill:
+                self._delete_hidden(inv)
         if inv.state == "validated":
             self._ensure_documents(ref)
             return
@@ -336,10 +347,12 @@ class Submitter:
             if not self.auth_ok.is_set():
                 self._park(ref, "auth", message=self.auth_error)
                 return
-            inv = self.ledger.invoice(ref)
-            if inv is None:
-                return
-            step, delay = self._attempt(inv)
+            with self._ref_lock(ref):
+                inv = self.ledger.invoice(ref)
+                if inv is None:
+                    return
+                # Another thread may have finished it while this one waited (conflict resolution).
+                step, delay = ("done", 0.0) if inv.terminal else self._attempt(inv)
             if step == "done":
                 inv = self.ledger.invoice(ref)
                 if inv is not None and inv.state == "validated":
@@ -389,8 +402,12 @@ class Submitter:
     def _in_doubt(self, inv: InvoiceRow) -> bool:
         return inv.state == "submitting" or inv.last_outcome in (None, "lost", "unknown")
 
-    def _attempt(self, inv: InvoiceRow) -> Step:
-        """One try: reconcile when needed, then at most one create. Returns what to do next."""
+    def _attempt(self, inv: InvoiceRow, *, nested: bool = False) -> Step:
+        """One try: reconcile when needed, then at most one create. Returns what to do next.
+
+        Call with the invoice's :meth:`_ref_lock` held. ``nested``: made while resolving a 409 for
+        another invoice (a new 409 is then not resolved again).
+        """
         ref = inv.reference_code
         if self._needs_lookup(inv):
             try:
@@ -399,7 +416,7 @@ class Submitter:
                 self.unreachable = True
                 self._note(ref, "lost" if self._in_doubt(inv) else inv.last_outcome, str(exc))
                 return "retry", exc.retry_after_s or self._backoff(inv.attempts)
-            except AuthError as exc:
+            except (AuthError, ConfigError) as exc:
                 self.pause_for_auth(str(exc))
                 self._park(ref, "auth", message=str(exc))
                 return "stop", 0.0
@@ -424,9 +441,9 @@ class Submitter:
                     if inv.state == "submitting":
                         self.ledger.update_invoice(ref, state="pending", last_outcome="lost")
                     return "wait", min(wait, max(0.2, self.policy.backoff_max_s))
-        return self._create(inv)
+        return self._create(inv, nested=nested)
 
-    def _create(self, inv: InvoiceRow) -> Step:
+    def _create(self, inv: InvoiceRow, *, nested: bool = False) -> Step:
         ref = inv.reference_code
         if not self._gate.acquire(self.stop_event):
             return "stop", 0.0
@@ -451,7 +468,7 @@ class Submitter:
                 self.ledger.update_invoice(ref, state="pending", last_outcome=kind, message=redact(str(exc)))
                 _log.warning("invoice_send_failed", reference_code=ref, outcome=kind, error=redact(str(exc)))
                 return "retry", exc.retry_after_s or self._backoff(inv.attempts)
-            except AuthError as exc:
+            except (AuthError, ConfigError) as exc:
                 crash.reach("after_send")
                 self.ledger.update_invoice(
                     ref, state="pending", last_outcome="auth", message=redact(str(exc))
@@ -470,15 +487,25 @@ class Submitter:
         finally:
             self._gate.release()
         elapsed_ms = round((time.perf_counter() - started) * 1000)
-        return self._record_outcome(inv, outcome, elapsed_ms)
+        return self._record_outcome(inv, outcome, elapsed_ms, nested=nested)
 
     @staticmethod
     def _transient_kind(exc: TransientError) -> str:
-        if exc.status_code == 429:
-            return "rate_limited"
-        if exc.status_code is None and "ConnectError" in exc.message:
-            return "not_sent"
-        return "lost"
+        """How much a failed create may have done at the server.
+
+        ``rate_limited``: refused before any work. ``not_sent``: the connection was never made.
+        ``server_error``: Factus answered 5xx, so it is done with the request (look it up, then
+        resend). ``lost``: no answer, or a gateway's 502/504: the request may still be running, so
+        a bill that is not found yet is only resent after ``in_doubt_grace_s``.
+        """
+        status = exc.status_code
+        if status == 429 or "/oauth/token" in exc.message:
+            return "rate_limited" if status == 429 else "not_sent"  # token step: POST never sent
+        if status is None:
+            return "not_sent" if "ConnectError" in exc.message else "lost"
+        if status in (502, 504):
+            return "lost"
+        return "server_error"
 
     def _note(self, ref: str, outcome: str | None, message: str) -> None:
         inv = self.ledger.invoice(ref)
@@ -487,7 +514,9 @@ class Submitter:
         state = "pending" if inv.state != "submitting" else "submitting"
         self.ledger.update_invoice(ref, state=state, last_outcome=outcome, message=redact(message))
 
-    def _record_outcome(self, inv: InvoiceRow, outcome: _Outcome, elapsed_ms: int) -> Step:
+    def _record_outcome(
+        self, inv: InvoiceRow, outcome: _Outcome, elapsed_ms: int, *, nested: bool = False
+    ) -> Step:
         ref = inv.reference_code
         kind = outcome.kind
         if kind == "validated":
@@ -556,6 +585,8 @@ class Submitter:
         )
         _log.info("invoice_conflict", reference_code=ref)
         self._gate.serialise()
+        if nested:
+            return "retry", self._backoff(0)
         ours = self.resolve_conflict(ref)
         return ("wait" if ours else "retry"), min(1.0, self._backoff(0))
 
@@ -594,7 +625,7 @@ class Submitter:
             number=number,
             cufe=_str_or_none(shown.get("cufe")),
             qr=_str_or_none(shown.get("qr")),
-            total=None if total is None else f"{Decimal(str(total)):.2f}",
+            total=_money(total),
             bill_id=bill_id if isinstance(bill_id, int) else None,
             errors=[],
             message=None,
@@ -667,18 +698,26 @@ class Submitter:
                     self._note(blocked_ref, "conflict", msg)
                     foreign = True
                     continue
-                if ref != blocked_ref and self.is_active(ref):
-                    continue  # its own worker is on it
-                if has_rejection(bill):
-                    if not inv.terminal and inv.sent_hash == inv.payload_hash:
-                        self._record_rejected_from_bill(inv, bill)
-                    elif self._delete(ref) and inv.hidden_bill:
-                        self.ledger.update_invoice(ref, hidden_bill=0)
-                    continue
-                if ref == blocked_ref or inv.state == "validated":
-                    continue
-                _log.info("conflict_resend_pending", reference_code=ref, number=bill.get("number"))
-                self.schedule(ref)
+                lock = self._ref_lock(ref)
+                if not lock.acquire(blocking=False):
+                    continue  # another thread is making an attempt for it right now
+                try:
+                    inv = self.ledger.invoice(ref)
+                    if inv is None:
+                        continue
+                    if has_rejection(bill):
+                        if not inv.terminal and inv.sent_hash == inv.payload_hash:
+                            self._record_rejected_from_bill(inv, bill)
+                        elif self._delete(ref) and inv.hidden_bill:
+                            self.ledger.update_invoice(ref, hidden_bill=0)
+                    elif ref != blocked_ref and not inv.terminal:
+                        # Ours and DIAN-pending: resend it now, whether or not its worker is queued.
+                        _log.info("conflict_resend_pending", reference_code=ref, number=bill.get("number"))
+                        self._attempt(inv, nested=True)
+                finally:
+                    lock.release()
+                if ref != blocked_ref:
+                    self.schedule(ref)  # its documents, or its next try
         finally:
             self._resolve_lock.release()
         return not foreign
@@ -757,6 +796,13 @@ def _payload_value(payload: Mapping[str, Any], field: str) -> Any:
     if isinstance(node, Mapping | list):
         return None
     return str(node) if isinstance(node, Decimal) else node
+
+
+def _money(value: Any) -> str | None:
+    try:
+        return None if value is None else f"{to_decimal(value):.2f}"
+    except ValueError:
+        return None
 
 
 def _str_or_none(value: Any) -> str | None:
