@@ -292,3 +292,21 @@ def test_done_marker_mode(tmp_path: Path, demu: EmulatorServer) -> None:
     names = sorted(p.name for p in (tmp_path / "outbox" / "archive").rglob("*") if p.is_file())
     assert names == ["m.csv", "m.csv.done"]
     assert leftovers(tmp_path) == [] and not list((tmp_path / "inbox").glob("m.csv*"))
+
+
+def test_files_with_the_same_stem_get_their_own_batch_folders(tmp_path: Path, demu: EmulatorServer) -> None:
+    """Files read at the same time with the same stem never share a batch folder or a report."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(parents=True)
+    expected = {}
+    for n, suffix in enumerate((".csv", ".txt", ".tsv")):
+        refs = [f"SS{n}-{i}" for i in range(3)]
+        text = csv_text([row for ref in refs for row in invoice_rows(ref)])
+        if suffix == ".tsv":
+            text = text.replace(",", "\t")
+        (inbox / f"same{suffix}").write_text(text, encoding="utf-8")
+        expected[f"same{suffix}"] = refs
+    assert Daemon(settings_for(tmp_path, demu)).run_once() == 0
+    found = {r["source"]: [i["reference_code"] for i in r["invoices"]] for r in reports(tmp_path / "outbox")}
+    assert found == expected
+    assert len([p for p in (tmp_path / "outbox").iterdir() if "_same" in p.name]) == 3

@@ -137,6 +137,7 @@ class Pipeline:
         self._clock = clock
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._targets_lock = threading.Lock()  # picking and taking archive/failed names
         self._scheduled: set[str] = set()
         self._interim: dict[int, str] = {}
         self._kick_later: list[int] = []
@@ -243,8 +244,9 @@ class Pipeline:
 
     def _read(self, file: FileRow) -> FileRow:
         if not file.batch_dir:
-            batch = self.outbox.batch_dir_for(file.name, self.ledger.batch_dir_taken)
-            self.ledger.update_file(file.id, batch_dir=str(batch))
+            with self._targets_lock:  # two files read at once must not pick the same folder
+                batch = self.outbox.batch_dir_for(file.name, self.ledger.batch_dir_taken)
+                self.ledger.update_file(file.id, batch_dir=str(batch))
         if file.duplicate_of is not None:
             original = self.ledger.file(file.duplicate_of)
             if original.state in ("failing", "failed"):
@@ -402,18 +404,22 @@ class Pipeline:
             _log.error("file_source_missing", file=file.name, processing_path=file.processing_path)
             self.ledger.update_file(file.id, state="archived", finished_at=utc_now(), reason="source missing")
             return self.ledger.file(file.id)
-        target = self.store.archive_target(file.name)
-        self.ledger.update_file(file.id, state="archiving", final_path=str(target))
+        with self._targets_lock:
+            target = self.store.archive_target(file.name)
+            self.ledger.update_file(file.id, state="archiving", final_path=str(target))
         return self.ledger.file(file.id)
 
     def _finish_archive(self, file: FileRow) -> FileRow:
         src = Path(file.processing_path or "")
         target = Path(file.final_path or "")
         if file.processing_path and os.path.lexists(src):
-            if os.path.lexists(target):
-                target = self.store.archive_target(file.name)
-                self.ledger.update_file(file.id, final_path=str(target))
-            target = self.store.move_to(src, target)
+            # Under the lock no other file takes the recorded name between the check and the move,
+            # so the ledger always knows exactly where the source went.
+            with self._targets_lock:
+                if os.path.lexists(target):
+                    target = self.store.archive_target(file.name)
+                    self.ledger.update_file(file.id, final_path=str(target))
+                target = self.store.move_to(src, target)
             crash.reach("after_archive")
         self.ledger.update_file(file.id, state="archived", final_path=str(target), finished_at=utc_now())
         _log.info("file_archived", file=file.name, archive=str(target))
@@ -421,8 +427,9 @@ class Pipeline:
 
     def _fail(self, file: FileRow, reason: str, *, error: str = "InputError") -> FileRow:
         reason = redact(reason)
-        target = self.store.failed_target(file.name)
-        self.ledger.update_file(file.id, state="failing", final_path=str(target), reason=reason)
+        with self._targets_lock:
+            target = self.store.failed_target(file.name)
+            self.ledger.update_file(file.id, state="failing", final_path=str(target), reason=reason)
         _log.warning("file_failed", file=file.name, reason=reason, error=error)
         self._kick_later.extend(d.id for d in self.ledger.files("claimed") if d.duplicate_of == file.id)
         return self.ledger.file(file.id)
@@ -431,11 +438,13 @@ class Pipeline:
         src = Path(file.processing_path or "")
         target = Path(file.final_path or "")
         if file.processing_path and os.path.lexists(src):
-            if os.path.lexists(target) or os.path.lexists(self.store.reason_path(target)):
-                target = self.store.failed_target(file.name)
-                self.ledger.update_file(file.id, final_path=str(target))
-            self.store.write_reason(target, self._reason(file, target))
-            target = self.store.move_to(src, target)
+            with self._targets_lock:
+                # A reason file already at the recorded target is ours (written before a crash).
+                if os.path.lexists(target):
+                    target = self.store.failed_target(file.name)
+                    self.ledger.update_file(file.id, final_path=str(target))
+                self.store.write_reason(target, self._reason(file, target))
+                target = self.store.move_to(src, target)
         elif not self.store.reason_path(target).exists():
             self.store.write_reason(target, self._reason(file, target))
         self.ledger.update_file(file.id, state="failed", final_path=str(target), finished_at=utc_now())
