@@ -60,7 +60,12 @@ class FactusError(DaemonError):
 
 
 class TransientError(FactusError):
-    """Raised for 408, 429, 5xx and transport faults: the same request may succeed later."""
+    """Raised for 408, 429, 5xx and transport faults: the same request may succeed later.
+
+    ``request_sent`` tells how far the failed request got: False when it certainly never reached
+    Factus (no connection, or the token step before it failed), True when it may have been
+    processed (the answer was lost or timed out), None when Factus answered (see ``status_code``).
+    """
 
     exit_code = 3
 
@@ -71,9 +76,11 @@ class TransientError(FactusError):
         status_code: int | None = None,
         body: Any = None,
         retry_after_s: float | None = None,
+        request_sent: bool | None = None,
     ) -> None:
         super().__init__(message, status_code=status_code, body=body)
         self.retry_after_s = retry_after_s
+        self.request_sent = request_sent
 
 
 class AuthError(FactusError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
-__all__ = ["CENT", "decimal_places", "fmt2", "nit_check_digit", "round2", "to_decimal"]
+__all__ = ["CENT", "decimal_places", "dumps_json", "fmt2", "nit_check_digit", "round2", "to_decimal"]
 
 CENT = Decimal("0.01")
 _NIT_WEIGHTS = (3, 7, 13, 17, 19, 23, 29, 37, 41, 43, 47, 53, 59, 67, 71)
@@ -59,3 +62,23 @@ def decimal_places(value: Decimal) -> int:
     exponent = value.normalize().as_tuple().exponent
     assert isinstance(exponent, int), "finite decimals only"
     return max(0, -exponent)
+
+
+def dumps_json(value: Any) -> str:
+    """Serialise JSON-like data with every Decimal written as an exact JSON number.
+
+    ``json.dumps`` cannot write a Decimal as a number; going through ``float`` would risk money.
+
+    >>> dumps_json({"price": Decimal("11900.50"), "items": [1, "a"], "ok": True})
+    '{"price": 11900.50, "items": [1, "a"], "ok": true}'
+    """
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"non-finite number {value!r}")
+        return format(value, "f")
+    if isinstance(value, Mapping):
+        parts = (f"{json.dumps(str(k), ensure_ascii=False)}: {dumps_json(v)}" for k, v in value.items())
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(dumps_json(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)

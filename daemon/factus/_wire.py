@@ -27,6 +27,7 @@ from daemon.errors import (
 from daemon.factus.ratelimit import RateLimiter
 from daemon.factus.retry import parse_retry_after
 from daemon.log import redact
+from daemon.money import dumps_json
 
 __all__ = [
     "TRANSIENT_STATUSES",
@@ -65,7 +66,11 @@ def send(
     """
     limiter.acquire(priority)
     start = time.perf_counter()
-    kwargs: dict[str, Any] = {"headers": dict(headers or {}), "params": params, "json": json, "data": data}
+    kwargs: dict[str, Any] = {"headers": dict(headers or {}), "params": params, "data": data}
+    if json is not None:
+        # Serialised here so Decimal money goes out as exact JSON numbers, never through a float.
+        kwargs["content"] = dumps_json(json).encode("utf-8")
+        kwargs["headers"]["Content-Type"] = "application/json"
     if timeout is not None:
         kwargs["timeout"] = timeout
     try:
@@ -82,10 +87,16 @@ def send(
             attempt=attempt,
             error=error,
         )
+        # A connection that was never made (or a pool slot never obtained) sent nothing.
+        sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
         if isinstance(exc, httpx.TimeoutException):
-            raise TransientError(f"{method} {path}: Factus did not answer in time ({error})") from None
+            raise TransientError(
+                f"{method} {path}: Factus did not answer in time ({error})", request_sent=sent
+            ) from None
         detail = redact(str(exc))[:200] or error
-        raise TransientError(f"{method} {path}: cannot reach Factus ({error}: {detail})") from None
+        raise TransientError(
+            f"{method} {path}: cannot reach Factus ({error}: {detail})", request_sent=sent
+        ) from None
     elapsed_ms = round((time.perf_counter() - start) * 1000)
     limiter.observe(response.headers, response.status_code)
     _log.debug(

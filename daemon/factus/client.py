@@ -254,10 +254,11 @@ class FactusClient:
                 "POST",
                 path,
                 priority=PRIORITY_VALIDATE,
-                json=dict(payload),
+                json=payload,
                 timeout=self.settings.validate_timeout_s,
             )
         except _TokenUnavailable as exc:
+            exc.error.request_sent = False  # the token step failed: the POST never left
             raise exc.error from None
         body = _wire.decode_json(response)
         reference = payload.get("reference_code")

@@ -460,7 +460,7 @@ class Submitter:
             crash.reach("before_submit")
             started = time.perf_counter()
             try:
-                outcome = self.client.create_bill(wire_payload(inv.payload))
+                outcome = self.client.create_bill(inv.payload)
             except TransientError as exc:
                 crash.reach("after_send")
                 self.unreachable = True
@@ -499,10 +499,12 @@ class Submitter:
         a bill that is not found yet is only resent after ``in_doubt_grace_s``.
         """
         status = exc.status_code
-        if status == 429 or "/oauth/token" in exc.message:
-            return "rate_limited" if status == 429 else "not_sent"  # token step: POST never sent
+        if status == 429:
+            return "rate_limited"
+        if exc.request_sent is False:
+            return "not_sent"
         if status is None:
-            return "not_sent" if "ConnectError" in exc.message else "lost"
+            return "lost"
         if status in (502, 504):
             return "lost"
         return "server_error"
