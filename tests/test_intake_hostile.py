@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import tracemalloc
 import zipfile
@@ -16,7 +17,9 @@ from openpyxl import Workbook
 
 from daemon.errors import InputError
 from daemon.intake import Limits, Lookups, read_invoices
+from daemon.intake.json import read_json
 from daemon.intake.validate import IntakeResult
+from daemon.intake.xlsx import column_letter
 from daemon.settings import Settings
 
 HEADER = (
@@ -235,3 +238,227 @@ class TestFuzz:
             return
         for error in result.errors:
             assert error.message and error.file == "cells.csv"
+
+
+SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+HEAD_CELLS = "".join(
+    f'<c r="{chr(65 + i)}1" t="inlineStr"><is><t>{name}</t></is></c>'
+    for i, name in enumerate(HEADER.strip().split(","))
+)
+ROW_CELLS = "".join(
+    f'<c r="{chr(65 + i)}2" t="inlineStr"><is><t>{value}</t></is></c>'
+    for i, value in enumerate(ROW.strip().split(","))
+)
+
+
+def sheet_xlsx(path: Path, extra: str, *, dimension: str = "", after: str = "") -> Path:
+    """A valid two-row workbook whose sheet XML gets ``extra`` appended inside <sheetData>."""
+    good_xlsx(path)
+    dim = f'<dimension ref="{dimension}"/>' if dimension else ""
+    xml = (
+        f'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{SHEET_NS}">{dim}<sheetData>'
+        f'<row r="1">{HEAD_CELLS}</row><row r="2">{ROW_CELLS}</row>{extra}</sheetData>{after}</worksheet>'
+    )
+    rezip(path, {"xl/worksheets/sheet1.xml": xml.encode()})
+    return path
+
+
+PREFIXED_CELL = (
+    f'<row r="3"><x:c xmlns:x="{SHEET_NS}" r="XFD3" t="inlineStr"><x:is><x:t>x</x:t></x:is></x:c></row>'
+)
+
+
+@pytest.fixture(name="no_calamine_grid")
+def _no_calamine_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail (instead of letting calamine abort the test process) if a refused sheet reaches calamine."""
+    from daemon.intake import xlsx
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the sheet reached python-calamine")
+
+    monkeypatch.setattr(xlsx, "_read_sheet", refuse)
+
+
+class TestFarCells:
+    @pytest.mark.parametrize(
+        ("cell", "span"),
+        [
+            ("XFD1048576", "A1:XFD1048576 (1,048,576 rows x 16,384 columns)"),
+            ("XFD2", "A1:XFD2 (2 rows x 16,384 columns)"),
+            ("A1048576", "A1:I1048576 (1,048,576 rows x 9 columns)"),
+        ],
+    )
+    def test_far_cell_written_by_openpyxl(
+        self, tmp_path: Path, no_calamine_grid: None, cell: str, span: str
+    ) -> None:
+        """A value far away (last cell, last column, last row) is refused before calamine builds its grid."""
+        wb = Workbook()
+        ws = wb.active
+        assert ws is not None
+        for line in (HEADER, ROW):
+            ws.append(line.strip().split(","))
+        ws[cell] = "far away"
+        wb.save(tmp_path / "far.xlsx")
+        error = expect_input_error(tmp_path / "far.xlsx", f"sheet 'Sheet' spans {span}")
+        assert "over the limit of 200,000 rows / 1,000 columns" in str(error)
+        assert f"the value at {cell}" in str(error)
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            '<row r="9"><c r="XFD9" t="inlineStr"><is><t>x</t></is></c></row>',  # dimension says A1:I2
+            '<row r="1048576"><c t="inlineStr"><is><t>x</t></is></c></row>',  # row number only
+            '<row r="3">' + "<c/>" * 1005 + '<c t="inlineStr"><is><t>x</t></is></c></row>',  # counted cells
+            '<row r="3"><c t="inlineStr" r="XFD3"><is><t>x</t></is></c></row>',  # r not first
+            '<row r="3"><c r="xfd3" t="inlineStr"><is><t>x</t></is></c></row>',  # lower case
+            '<row r="3"><c r="A0001048576" t="inlineStr"><is><t>x</t></is></c></row>',  # leading zeros
+            '<row r="3"><c\tr="XFD3" t="inlineStr"><is><t>x</t></is></c></row>',  # a tab
+            PREFIXED_CELL,
+            '<row r="3"><c r="A3" r="XFD3" t="n"><v>1</v></c></row>',  # calamine takes the last r
+            '<row r="3"><c r="AAAAAAAAAAAAAAAAA99999999999999999999" t="n"><v>1</v></c></row>',
+        ],
+        ids=[
+            "lying-dimension",
+            "row-only",
+            "counted",
+            "late-r",
+            "lower",
+            "zeros",
+            "tab",
+            "prefix",
+            "two-r",
+            "absurd",
+        ],
+    )
+    def test_far_cell_in_any_spelling(self, tmp_path: Path, no_calamine_grid: None, extra: str) -> None:
+        """Every way calamine accepts to place a cell far away is found, whatever the dimension tag says."""
+        path = sheet_xlsx(tmp_path / "odd.xlsx", extra, dimension="A1:I2")
+        error = expect_input_error(path, "sheet 'Sheet'")
+        assert "over the limit" in str(error) or "duplicate attribute" in str(error), str(error)
+
+    def test_used_range_over_the_cell_limit(self, tmp_path: Path, no_calamine_grid: None) -> None:
+        """Two cells within the row and column limits, spanning a 200-million-cell grid, are refused."""
+        extra = (
+            '<row r="3"><c r="ALL3" t="inlineStr"><is><t>x</t></is></c></row>'
+            '<row r="200001"><c r="A200001" t="inlineStr"><is><t>x</t></is></c></row>'
+        )
+        path = sheet_xlsx(tmp_path / "area.xlsx", extra)
+        expect_input_error(
+            path, "(200,001 rows x 1,000 columns = 200,001,000 cells), over the limit of 16,000,000"
+        )
+
+    def test_row_limit_is_checked_before_calamine(self, tmp_path: Path, no_calamine_grid: None) -> None:
+        """A custom row limit refuses a sheet from its cell references alone."""
+        path = sheet_xlsx(tmp_path / "rows.xlsx", '<row r="13"><c r="A13" t="n"><v>1</v></c></row>')
+        expect_input_error(
+            path, "spans A1:I13 (13 rows x 9 columns), over the limit of 10 rows", Limits(max_rows=10)
+        )
+
+    def test_cell_refs_in_text_comments_and_empty_cells_are_not_values(self, tmp_path: Path) -> None:
+        """Tags inside text or comments, and a formatted empty cell far away, do not block a normal sheet."""
+        extra = '<!-- <c r="XFD1048576"><v>1</v></c> --><row r="1048576"><c r="XFD1048576" s="0"/></row>'
+        path = sheet_xlsx(tmp_path / "fine.xlsx", extra)
+        result = read(path)
+        assert [inv.reference_code for inv in result.invoices] == ["H-1"]
+
+    def test_wide_sheet_within_the_limits_is_read(self, tmp_path: Path) -> None:
+        """A sheet wider than the quick check's rectangle (120 columns) is measured exactly and read."""
+        wb = Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.append([*HEADER.strip().split(","), *(f"extra{i}" for i in range(111))])
+        ws.append([*ROW.strip().split(","), *("x" for _ in range(111))])
+        wb.save(tmp_path / "wide.xlsx")
+        result = read(tmp_path / "wide.xlsx")
+        assert [inv.reference_code for inv in result.invoices] == ["H-1"]
+
+    def test_far_merged_ranges_cost_only_the_rows_read(self, tmp_path: Path) -> None:
+        """Hundreds of merged ranges reaching row 1,048,576 are marked on the rows read, not looped over."""
+        merges = "".join(
+            f'<mergeCell ref="{column_letter(i)}1:{column_letter(i)}1048576"/>' for i in range(300)
+        )
+        path = sheet_xlsx(
+            tmp_path / "merged.xlsx", "", after=f'<mergeCells count="300">{merges}</mergeCells>'
+        )
+        result = read(path)
+        assert len(result.errors) == 9 and all(e.row == 2 for e in result.errors), result.errors
+
+    def test_duplicate_zip_entries_are_refused(self, tmp_path: Path) -> None:
+        """Two zip entries with one name (readers may pick different ones) are refused."""
+        path = good_xlsx(tmp_path / "twice.xlsx")
+        with zipfile.ZipFile(path, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr("xl/worksheets/sheet1.xml", b"<x/>")
+        expect_input_error(path, "two zip entries with the same name")
+
+
+class TestHugeJson:
+    def test_array_of_millions_of_items(self, tmp_path: Path) -> None:
+        """A list of two million items is refused after decoding at most max_rows + 1 of them."""
+        path = tmp_path / "many.json"
+        path.write_bytes(b"[" + b"0," * 1_999_999 + b"0]")
+        tracemalloc.start()
+        try:
+            expect_input_error(path, "has more than 1,000 objects", Limits(max_rows=1000))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 24 << 20, peak
+
+    def test_json_lines_of_millions_of_lines(self, tmp_path: Path) -> None:
+        """A JSON Lines file of a million {} lines is refused from its line count, before decoding."""
+        path = tmp_path / "many.jsonl"
+        path.write_bytes(b"{}\n" * 1_000_000)
+        tracemalloc.start()
+        try:
+            expect_input_error(path, "has more than 200,000 objects (non-blank lines)")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 << 20, peak
+
+    def test_invoice_with_millions_of_items(self, tmp_path: Path) -> None:
+        """A native invoice whose items list is over the row limit is refused before it is flattened."""
+        path = tmp_path / "items.json"
+        path.write_bytes(b'{"customer": {}, "items": [' + b"{}," * 2000 + b"{}]}")
+        expect_input_error(path, "has more than 1,000 rows", Limits(max_rows=1000))
+
+    def test_limit_is_exact(self, tmp_path: Path) -> None:
+        """A list of exactly max_rows objects is read; one more is refused."""
+        row = {"reference_code": "H-1", "item.name": "P"}
+        path = tmp_path / "three.json"
+        path.write_text(" [\n " + ",\n ".join([json.dumps(row)] * 3) + " ]\n")
+        content = read_json(path, limits=Limits(max_rows=3))
+        assert content.flat is not None and [r.row for r in content.flat.rows] == [1, 2, 3]
+        path.write_text("[" + ",".join([json.dumps(row)] * 4) + "]")
+        expect_input_error(path, "has more than 3 objects", Limits(max_rows=3))
+
+    @pytest.mark.parametrize(
+        ("content", "reason"),
+        [
+            ("[{}, ]", "is not valid JSON: Expecting value: line 1 column 6"),
+            ("[{} {}]", "is not valid JSON: Expecting ',' delimiter: line 1 column 5"),
+            ("[{}", "is not valid JSON: Expecting ',' delimiter: line 1 column 4"),
+            ("[" * 3 + "1" + "]" * 3, "row 1: expected a JSON object"),
+            ('[{"a": ' + "[" * 70 + "]" * 70 + "}]", "nests deeper than 64 levels"),
+        ],
+    )
+    def test_list_errors_stay_precise(self, tmp_path: Path, content: str, reason: str) -> None:
+        """Decoding a list item by item keeps json's own messages and positions."""
+        path = tmp_path / "bad.json"
+        path.write_text(content)
+        expect_input_error(path, reason)
+
+    def test_json_lines_in_a_json_file_and_unicode_line_separators(self, tmp_path: Path) -> None:
+        """Objects one per line in a .json file are JSON Lines; a U+2028 inside a string is not a line end."""
+        rows = [
+            {"reference_code": "H-1", "customer.company": "Enigma\u2028S.A.S.", "item.name": "P"},
+            {"reference_code": "H-2", "customer.company": "Otra", "item.name": "Q"},
+        ]
+        path = tmp_path / "lines.json"
+        path.write_text(
+            "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\n", encoding="utf-8"
+        )
+        content = read_json(path)
+        assert content.flat is not None
+        assert [r.row for r in content.flat.rows] == [1, 2]
+        assert content.flat.rows[0].values[1] == "Enigma\u2028S.A.S."

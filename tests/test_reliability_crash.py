@@ -204,8 +204,9 @@ def test_lost_rejection_answer_is_reconciled_after_a_crash(rig: Rig) -> None:
 
 
 def test_random_sigkill_without_hook_under_faults(rig: Rig) -> None:
-    """Twelve kill -9 at random moments (no crash hook armed) while the emulator loses answers and
-    lags, each followed by a restart with more files: every invoice once, every file in one place."""
+    """Twelve kill -9 at random moments after work began (no crash hook armed) while the emulator
+    loses answers and lags, each followed by a restart with more files: every invoice once, every file
+    in one place."""
     rng = random.Random(515)
     server = rig.server
     exp = Expect()
@@ -225,8 +226,10 @@ def test_random_sigkill_without_hook_under_faults(rig: Rig) -> None:
         if cycle % 4 == 2:
             rig.drop_bytes(f"rand-{cycle}.csv.xlsx", b"\x00" * 64)
             exp.failed.append(f"rand-{cycle}.csv.xlsx")
+        claimed = rig.ledger()["file_count"]
         rig.start()
-        time.sleep(rng.uniform(0.4, 1.6))
+        assert wait_for(lambda n=claimed: rig.ledger()["file_count"] > n, 30), rig.log_tail()
+        time.sleep(rng.uniform(0.0, 0.9))  # a random moment once work has begun
         rig.kill()
         info = rig.ledger()
         busy = info["file_count"] > info["files"].get("archived", 0) + info["files"].get("failed", 0)

@@ -519,7 +519,7 @@ def test_a_huge_json_document_is_refused_in_bounded_memory(solo: Rig, name: str,
         before = proc_stats(rig.proc.pid)
         assert before is not None
         rig.drop_bytes(name, data)
-        rig.drop("many-good.csv", ["MJ-1"])
+        rig.drop("many-good.csv", [f"MJ-{name}"])
         rig.wait_settled(2, timeout_s=90)
         after = proc_stats(rig.proc.pid)
         assert after is not None and rig.alive()
@@ -529,7 +529,7 @@ def test_a_huge_json_document_is_refused_in_bounded_memory(solo: Rig, name: str,
     reason = rig.reason(name)["reason"]
     assert reason.startswith(f"{name}: ") and "200,000" in reason, reason
     assert after["vmhwm"] - before["vmhwm"] < 256 * 1024, (before, after)
-    assert_once(rig.server, ["MJ-1"])
+    assert_once(rig.server, [f"MJ-{name}"])
 
 
 def test_a_workbook_with_a_far_away_cell_does_not_kill_the_daemon(solo: Rig) -> None:
@@ -551,6 +551,34 @@ def test_a_workbook_with_a_far_away_cell_does_not_kill_the_daemon(solo: Rig) -> 
     assert solo.reason("far.xlsx")["reason"].startswith("far.xlsx: "), solo.reason("far.xlsx")
     assert_once(solo.server, ["FAR-1"])
     assert_clean(solo)
+
+
+def test_rows_appended_after_the_claim_are_not_dropped_silently(solo: Rig) -> None:
+    """A writer that pauses longer than ``stable_s`` gets its file claimed half written: the rows it
+    appends afterwards are submitted too, or the report says the file changed after it was read."""
+    solo.start()
+    try:
+        assert wait_for(lambda: (solo.inbox / ".processing").is_dir(), 30), solo.log_tail()
+        refs = [f"AP-{n}" for n in range(6)]
+        lines = csv_file([row for ref in refs for row in invoice_rows(ref)]).splitlines(keepends=True)
+        with (solo.inbox / "appended.csv").open("w", encoding="utf-8") as fh:
+            fh.writelines(lines[:4])
+            fh.flush()
+            assert wait_for(lambda: solo.ledger()["file_count"] == 1, 10)  # claimed while incomplete
+            time.sleep(0.3)
+            fh.writelines(lines[4:])
+        solo.wait_settled(1)
+        assert solo.alive() and solo.stop() == 0
+    finally:
+        solo.cleanup()
+    bills = bills_by_reference(solo.server)
+    assert all(len(bills.get(ref, [])) <= 1 for ref in refs), bills
+    (archived,) = solo.archived()
+    assert archived.read_text(encoding="utf-8") == "".join(lines)  # the whole file is kept
+    if not all(ref in bills for ref in refs):
+        report = solo.reports()["appended.csv"]
+        missing = [ref for ref in refs if ref not in bills]
+        assert report["file_errors"], f"{missing} were appended after the claim and silently dropped"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod 000 files, so it cannot be unreadable")

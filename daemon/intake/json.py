@@ -10,12 +10,15 @@ position of the object in the list, or the line number in JSON Lines.
 from __future__ import annotations
 
 import json as _json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from daemon.catalog import WITHHOLDING_CODES
+from daemon.errors import InputError
 from daemon.intake.fields import FIELDS
 from daemon.intake.parse import BadValue, as_text
 from daemon.intake.rows import ROW_PROBLEM, Limits, SourceRow, Table, input_error
@@ -27,6 +30,8 @@ _INDEX = {name: i for i, name in enumerate(NATIVE_HEADERS)}
 _EXTRAS = ("allowance_charges", "related_documents")
 _INVOICE_OBJECTS = {"order_reference", "billing_period", "establishment"}
 _NATIVE_MARKERS = {"items", "customer"}
+_DECODER = _json.JSONDecoder(parse_float=Decimal)
+_WS = re.compile(r"[ \t\n\r]*")
 
 
 @dataclass(slots=True)
@@ -39,32 +44,143 @@ class JsonContent:
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
+    """True when the dict or list ``value`` (level 1) nests at most ``limit`` levels; a scalar is a level.
+
+    Only containers are pushed, so a list of millions of scalars costs no extra memory.
+    """
+    if limit < 1:
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
+        if depth >= limit and item:
             return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return True
 
 
+def _decode(path: Path, text: str, at: int, limits: Limits, depth: int = 0) -> tuple[Any, int]:
+    """Decode the one JSON value starting at ``text[at]`` (``depth`` levels below the top)."""
+    value, end = _DECODER.raw_decode(text, at)
+    if not (
+        _depth_ok(value, limits.max_json_depth - depth)
+        if isinstance(value, dict | list)
+        else depth < limits.max_json_depth
+    ):
+        raise input_error(path, f"nests deeper than {limits.max_json_depth} levels")
+    return value, end
+
+
 def _loads(path: Path, text: str, limits: Limits) -> Any:
+    """Decode one JSON text (a JSON Lines line): exactly one value, surrounded by whitespace only."""
     try:
-        value = _json.loads(text, parse_float=Decimal)
+        start = _skip_ws(text, 0)
+        value, end = _decode(path, text, start, limits)
+        end = _skip_ws(text, end)
+        if end != len(text):
+            raise _json.JSONDecodeError("Extra data", text, end)
     except RecursionError:
         raise input_error(path, f"nests deeper than {limits.max_json_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
         raise input_error(path, f"is not valid JSON: {exc}") from None
-    if not _depth_ok(value, limits.max_json_depth):
-        raise input_error(path, f"nests deeper than {limits.max_json_depth} levels")
     return value
+
+
+def _skip_ws(text: str, at: int) -> int:
+    match = _WS.match(text, at)
+    return match.end() if match else at
+
+
+def _too_many(path: Path, limits: Limits, what: str = "objects") -> InputError:
+    return input_error(path, f"has more than {limits.max_rows:,} {what}; split it into smaller files")
+
+
+def _document(path: Path, text: str, limits: Limits) -> list[tuple[int, Any]] | None:
+    """The objects of a JSON document (one object or a list), or None when it holds several values.
+
+    A top-level list is decoded one element at a time, so a list of millions of items is refused
+    after decoding at most ``limits.max_rows + 1`` of them, never materialised whole.
+    """
+    try:
+        at = _skip_ws(text, 0)
+        if text.startswith("[", at):
+            objects: list[tuple[int, Any]] = []
+            at = _skip_ws(text, at + 1)
+            if text.startswith("]", at):
+                at += 1
+            else:
+                while True:
+                    value, at = _decode(path, text, at, limits, depth=1)
+                    if len(objects) >= limits.max_rows:
+                        raise _too_many(path, limits)
+                    objects.append((len(objects) + 1, value))
+                    at = _skip_ws(text, at)
+                    if text.startswith(",", at):
+                        at = _skip_ws(text, at + 1)
+                    elif text.startswith("]", at):
+                        at += 1
+                        break
+                    else:
+                        raise _json.JSONDecodeError("Expecting ',' delimiter", text, at)
+        else:
+            top, at = _decode(path, text, at, limits)
+            if not isinstance(top, dict):
+                if _skip_ws(text, at) != len(text):
+                    return None
+                raise input_error(path, "must hold an invoice object, a list of objects, or JSON Lines")
+            objects = [(1, top)]
+    except RecursionError:
+        raise input_error(path, f"nests deeper than {limits.max_json_depth} levels") from None
+    except ValueError as exc:  # JSONDecodeError, and ints over the digit limit
+        raise input_error(path, f"is not valid JSON: {exc}") from None
+    if _skip_ws(text, at) != len(text):
+        return None  # several values one after another: read as JSON Lines
+    return objects
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) of every non-blank line of a JSON Lines text.
+
+    Lines end at ``\\n`` only (a ``\\r`` before it is whitespace around the value), so a U+2028 or
+    U+0085 inside a JSON string never splits a line.
+    """
+    at = 0
+    number = 0
+    size = len(text)
+    while at < size:
+        end = text.find("\n", at)
+        if end < 0:
+            end = size
+        number += 1
+        line = text[at:end]
+        at = end + 1
+        if line and not line.isspace():
+            yield number, line
+
+
+def _json_lines(path: Path, text: str, limits: Limits) -> list[tuple[int, Any]]:
+    """The objects of a JSON Lines text; the lines are counted before any is decoded."""
+    if text.count("\n") >= limits.max_rows:  # else there cannot be too many lines
+        for count, _ in enumerate(_lines(text), start=1):
+            if count > limits.max_rows:
+                raise _too_many(path, limits, "objects (non-blank lines)")
+    objects: list[tuple[int, Any]] = []
+    for number, line in _lines(text):
+        try:
+            objects.append((number, _loads(path, line, limits)))
+        except InputError as exc:
+            raise input_error(path, f"line {number}: {str(exc).split(': ', 1)[-1]}") from None
+    return objects
 
 
 def read_json(path: Path, *, limits: Limits | None = None) -> JsonContent:
     """Read a ``.json``/``.jsonl`` file into native-invoice rows and/or flat rows.
+
+    At most ``limits.max_rows`` objects (list elements or JSON Lines lines) and rows (native
+    invoice items count one row each) are read: a file with more is refused before it is
+    materialised.
 
     Raises:
         InputError: empty, not UTF-8, not JSON, an unexpected top-level shape, or over a limit.
@@ -88,41 +204,14 @@ def read_json(path: Path, *, limits: Limits | None = None) -> JsonContent:
             path, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); JSON must be UTF-8"
         ) from None
     del data
-    objects: list[tuple[int, Any]]
-    lines_mode = path.suffix.lower() in (".jsonl", ".ndjson")
-    if not lines_mode:
-        try:
-            top = _json.loads(text, parse_float=Decimal)
-        except _json.JSONDecodeError as exc:
-            if exc.msg != "Extra data":
-                raise input_error(path, f"is not valid JSON: {exc}") from None
-            lines_mode = True
-        except RecursionError:
-            raise input_error(path, f"nests deeper than {limits.max_json_depth} levels") from None
-        except ValueError as exc:
-            raise input_error(path, f"is not valid JSON: {exc}") from None
-        else:
-            if not _depth_ok(top, limits.max_json_depth):
-                raise input_error(path, f"nests deeper than {limits.max_json_depth} levels")
-            if isinstance(top, dict):
-                objects = [(1, top)]
-            elif isinstance(top, list):
-                objects = list(enumerate(top, start=1))
-            else:
-                raise input_error(path, "must hold an invoice object, a list of objects, or JSON Lines")
-    if lines_mode:
-        objects = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                objects.append((number, _loads(path, line, limits)))
-            except Exception as exc:
-                raise input_error(path, f"line {number}: {str(exc).split(': ', 1)[-1]}") from None
+    objects: list[tuple[int, Any]] | None = None
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        objects = _document(path, text, limits)
+    if objects is None:
+        objects = _json_lines(path, text, limits)
+    del text
     if not objects:
         raise input_error(path, "holds no invoice (an empty list)")
-    if len(objects) > limits.max_rows:
-        raise input_error(path, f"has more than {limits.max_rows:,} objects; split it into smaller files")
     return _split(path, objects, limits)
 
 
@@ -130,9 +219,14 @@ def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits) -> JsonCo
     content = JsonContent()
     native_rows: list[SourceRow] = []
     flat_rows: list[tuple[int, dict[str, Any]]] = []
+    count = 0
     for group, (number, obj) in enumerate(objects):
         if not isinstance(obj, dict):
             raise input_error(path, f"row {number}: expected a JSON object, got {type(obj).__name__}")
+        items = obj.get("items")
+        count += len(items) if isinstance(items, list) and items else 1
+        if count > limits.max_rows:
+            raise _too_many(path, limits, "rows (invoice items count one row each)")
         if _is_native(obj):
             rows, extras = _flatten_native(obj, number, group)
             native_rows.extend(rows)

@@ -38,6 +38,8 @@ class Limits:
         max_xlsx_uncompressed_bytes: sum of the uncompressed sizes declared in an XLSX zip.
         max_xlsx_ratio: largest compression ratio accepted for one XLSX zip member.
         max_xlsx_members: entries in an XLSX zip.
+        max_xlsx_cells: cells in the used range of a sheet (A1 to its last row and column): the
+            sheet is held as a full grid, about 40 bytes a cell, empty ones included.
         max_json_depth: nesting depth of a JSON document.
     """
 
@@ -48,6 +50,7 @@ class Limits:
     max_xlsx_uncompressed_bytes: int = 1024 * 1024 * 1024
     max_xlsx_ratio: int = 250
     max_xlsx_members: int = 10_000
+    max_xlsx_cells: int = 16_000_000
     max_json_depth: int = 64
 
 
