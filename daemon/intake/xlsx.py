@@ -613,8 +613,19 @@ def _open_calamine(path: Path) -> Any:
 
     try:
         return python_calamine.CalamineWorkbook.from_path(str(path))
-    except Exception as exc:  # CalamineError, ZipError, XmlError, PasswordError...
+    except BaseException as exc:  # CalamineError, ZipError, XmlError, PasswordError, a Rust panic
+        _reraise_interrupts(exc)
         raise input_error(path, f"is not a readable XLSX workbook: {exc}") from None
+
+
+def _reraise_interrupts(exc: BaseException) -> None:
+    """Let Ctrl-C and exits through; anything else from calamine is a broken file.
+
+    A Rust panic inside python-calamine surfaces as pyo3's ``PanicException``, which derives from
+    ``BaseException``: catching only ``Exception`` would let one hostile workbook stop the daemon.
+    """
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        raise exc
 
 
 def read_xlsx(
@@ -704,7 +715,8 @@ def _read_sheet(
         sheet = book.get_sheet_by_name(name)
         total_width = int(sheet.total_width)
         total_height = int(sheet.total_height)
-    except Exception as exc:
+    except BaseException as exc:
+        _reraise_interrupts(exc)
         raise input_error(path, f"sheet {name!r} cannot be read: {exc}") from None
     if total_width > limits.max_columns:
         raise input_error(
@@ -716,7 +728,8 @@ def _read_sheet(
         )
     try:
         grid = sheet.to_python(skip_empty_area=False)
-    except Exception as exc:
+    except BaseException as exc:
+        _reraise_interrupts(exc)
         raise input_error(path, f"sheet {name!r} cannot be read: {exc}") from None
     label = name if two else None
     if len(grid) < header_row or not any(_cell_text(v).strip() for v in grid[header_row - 1]):

@@ -228,6 +228,16 @@ class FileStore:
             target = _unique(target.with_name(f"{target.stem}-x{target.suffix}"))
         return target
 
+    def inbox_target(self, original: Path, name: str) -> Path:
+        """A free path in the inbox to put a claimed file back: its original place when free."""
+        try:
+            rel = self.relative(original)
+        except ValueError:
+            rel = Path(_component(name))
+        if not rel.parts or rel.parts[0] == PROCESSING_DIR or ".." in rel.parts:
+            rel = Path(_component(name))
+        return _unique(self.inbox / rel)
+
     @staticmethod
     def reason_path(target: Path) -> Path:
         """``<failed>/<name>.reason.json`` for a failed file at ``target``."""

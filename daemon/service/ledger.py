@@ -16,7 +16,9 @@ goes back to ``submitting`` on retry; ``rejected``/``invalid`` go back to ``plan
 later file brings a corrected invoice with the same reference code (or on ``retry REF``).
 
 File states: ``claimed -> read -> reported -> archiving -> archived`` or ``claimed -> failing ->
-failed``.
+failed``. A file that changed after its claim goes back to the inbox: ``claimed -> returning`` and
+the row is dropped (nothing was recorded from it), or ``reported -> returning -> archived`` with
+``final_path`` in the inbox (its invoices stay; the next claim reports them as duplicates).
 
 All methods are thread-safe (one connection, one lock); SQLite itself serialises other processes.
 """
@@ -549,7 +551,7 @@ class SqliteLedger:
         with self.transaction() as db:
             earlier = db.execute(
                 "SELECT id FROM files WHERE sha256 = ? AND duplicate_of IS NULL AND state != 'failed' "
-                "ORDER BY id LIMIT 1",
+                "AND NOT (state = 'returning' AND read_at IS NULL) ORDER BY id LIMIT 1",
                 (sha256,),
             ).fetchone()
             cur = db.execute(
@@ -582,6 +584,21 @@ class SqliteLedger:
         sets = ", ".join(f"{k} = ?" for k in values)
         with self.transaction() as db:
             db.execute(f"UPDATE files SET {sets} WHERE id = ?", (*values.values(), file_id))  # noqa: S608
+
+    def drop_unread_file(self, file_id: int) -> list[int]:
+        """Delete the row of a file put back into the inbox before anything was recorded from it.
+
+        Returns:
+            Ids of files that waited for it as copies of its content (now read on their own).
+        """
+        with self.transaction() as db:
+            for table in ("entries", "invoices"):
+                if db.execute(f"SELECT 1 FROM {table} WHERE file_id = ? LIMIT 1", (file_id,)).fetchone():  # noqa: S608
+                    raise LedgerError(f"ledger {self.path}: file {file_id} has {table}; it cannot be dropped")
+            waiting = [r["id"] for r in db.execute("SELECT id FROM files WHERE duplicate_of = ?", (file_id,))]
+            db.execute("UPDATE files SET duplicate_of = NULL WHERE duplicate_of = ?", (file_id,))
+            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        return waiting
 
     def batch_dir_taken(self, batch_dir: str) -> bool:
         """True when another file already uses this batch folder."""

@@ -10,6 +10,12 @@
     report.json + report.csv                               crash: mid_report, before_archive
     archive the source                                     crash: after_archive
 
+A file that changed after its claim (a writer that paused longer than ``stable_s``) is put back into
+the inbox instead (state ``returning``, committed before the move): before anything is recorded from
+it (its row is dropped and the next claim reads it as new content), or, found changed before the
+archive, with a ``file_errors`` note in its report (the next claim reports the invoices already
+recorded as duplicates and submits only the new ones).
+
 Every step is idempotent and driven by the ledger state, so :meth:`Pipeline.advance` resumes a file
 wherever a crash left it. Files are advanced one step function at a time under a per-file lock;
 threads and timing belong to :mod:`daemon.service.runner`.
@@ -49,6 +55,12 @@ from daemon.service.submit import Submitter
 __all__ = ["IntakeOutcome", "Pipeline", "Reader", "payload_hash"]
 
 _log = structlog.get_logger("daemon.service.pipeline")
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """A file's size and mtime (nanoseconds): a writer still at work changes them."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def payload_hash(payload: Mapping[str, Any]) -> str:
@@ -141,6 +153,10 @@ class Pipeline:
         self._scheduled: set[str] = set()
         self._interim: dict[int, str] = {}
         self._kick_later: list[int] = []
+        self.returned = 0
+        """Files this process put back into the inbox because they changed after their claim."""
+        self.on_returned: Callable[[Path], None] | None = None
+        """Called with the inbox path of a file put back (the runner points its watcher at it)."""
         self.touched: set[int] = set()
         """Files claimed, resumed or finished by this process (``run --once`` exit code)."""
         self.track_touched = True
@@ -224,6 +240,11 @@ class Pipeline:
                 file = self._finish_archive(file)
             if file.state == "failing":
                 file = self._finish_failing(file)
+            if file.state == "returning":
+                returned = self._finish_returning(file)
+                if returned is None:
+                    return
+                file = returned
             if file.state == "archived" and file.report_due:
                 self._rewrite_report(file)
                 file = self.ledger.file(file_id)
@@ -248,12 +269,15 @@ class Pipeline:
                 batch = self.outbox.batch_dir_for(file.name, self.ledger.batch_dir_taken)
                 self.ledger.update_file(file.id, batch_dir=str(batch))
         if file.duplicate_of is not None:
-            original = self.ledger.file(file.duplicate_of)
+            try:
+                original = self.ledger.file(file.duplicate_of)
+            except LedgerError:  # put back into the inbox unread: this copy is read on its own
+                return self.ledger.file(file.id)
             if original.state in ("failing", "failed"):
                 return self._fail(
                     file, f"same content as {original.name}, which could not be read: {original.reason}"
                 )
-            if original.state == "claimed":
+            if original.state == "claimed" or (original.state == "returning" and original.read_at is None):
                 return self.ledger.file(file.id)  # read once the original is read
             self.ledger.record_duplicate_file(file.id, original.id)
             _log.info("file_duplicate", file=file.name, original=original.name, sha256=file.sha256)
@@ -274,6 +298,7 @@ class Pipeline:
                 f"file is {size} bytes, above the limit of {self.max_file_bytes} bytes "
                 "(watch.max_file_bytes)",
             )
+        before = _stamp(path)
         try:
             outcome = self.reader(path, file.profile)
         except DaemonError as exc:
@@ -283,6 +308,9 @@ class Pipeline:
             return self._fail(
                 file, f"the file could not be read ({type(exc).__name__}: {exc})", error="InternalError"
             )
+        if self._changed(path, file.sha256, before):
+            _log.warning("file_changed_while_reading", file=file.name, sha256=file.sha256)
+            return self._put_back(file)
         if outcome.profile and outcome.profile != file.profile:
             self.ledger.update_file(file.id, profile=outcome.profile)
         to_submit = self.ledger.record_intake(
@@ -404,6 +432,8 @@ class Pipeline:
             _log.error("file_source_missing", file=file.name, processing_path=file.processing_path)
             self.ledger.update_file(file.id, state="archived", finished_at=utc_now(), reason="source missing")
             return self.ledger.file(file.id)
+        if self._changed(src, file.sha256, None):
+            return self._put_back(file, note=self._changed_note(file, src))
         with self._targets_lock:
             target = self.store.archive_target(file.name)
             self.ledger.update_file(file.id, state="archiving", final_path=str(target))
@@ -424,6 +454,80 @@ class Pipeline:
         self.ledger.update_file(file.id, state="archived", final_path=str(target), finished_at=utc_now())
         _log.info("file_archived", file=file.name, archive=str(target))
         return self.ledger.file(file.id)
+
+    @staticmethod
+    def _changed(path: Path, sha256: str, before: tuple[int, int] | None) -> bool:
+        """True when a claimed regular file no longer holds the content hashed at its claim."""
+        try:
+            if not path.is_file() or path.is_symlink():
+                return False
+            if before is not None and _stamp(path) != before:
+                return True
+            return sha256_of(path) != sha256
+        except OSError:
+            return False  # gone or unreadable: the normal steps report that
+
+    @staticmethod
+    def _changed_note(file: FileRow, path: Path) -> dict[str, Any]:
+        try:
+            grown = path.lstat().st_size - (file.size_bytes or 0)
+        except OSError:
+            grown = 0
+        how = f"{grown} bytes appended" if grown > 0 else "its content was rewritten"
+        return {
+            "row": None,
+            "column": None,
+            "value": None,
+            "message": (
+                f"the file changed after it was read ({how}); it was put back in the inbox and will be "
+                "processed again; invoices already validated are reported as duplicates"
+            ),
+            "rule": "file_changed",
+        }
+
+    def _put_back(self, file: FileRow, *, note: dict[str, Any] | None = None) -> FileRow:
+        """Commit ``returning`` (and the report note) before moving the file back into the inbox."""
+        with self._targets_lock:
+            target = self.store.inbox_target(Path(file.original_path), file.name)
+            fields: dict[str, Any] = {"state": "returning", "final_path": str(target)}
+            if note is not None:
+                fields["file_errors"] = [*file.file_errors, note]
+            self.ledger.update_file(file.id, **fields)
+        if note is not None:
+            _log.warning("file_changed_after_read", file=file.name, sha256=file.sha256)
+        return self.ledger.file(file.id)
+
+    def _finish_returning(self, file: FileRow) -> FileRow | None:
+        """Move a changed file back into the inbox; None when its (unread) row was dropped."""
+        if file.read_at is not None:  # its report says why the file is not archived
+            report = self.report(file, final=True)
+            path = self.outbox.write_report(Path(file.batch_dir or ""), report)
+            self.ledger.update_file(file.id, report_path=str(path))
+        src = Path(file.processing_path or "")
+        target = Path(file.final_path or "")
+        if file.processing_path and os.path.lexists(src):
+            with self._targets_lock:
+                if os.path.lexists(target):
+                    target = self.store.inbox_target(Path(file.original_path), file.name)
+                    self.ledger.update_file(file.id, final_path=str(target))
+                target = self.store.move_to(src, target)
+        self.returned += 1
+        _log.info("file_put_back", file=file.name, inbox=str(target), read=file.read_at is not None)
+        if file.read_at is None:
+            self.touched.discard(file.id)
+            self._kick_later.extend(self.ledger.drop_unread_file(file.id))
+            with self._locks_guard:
+                self._locks.pop(file.id, None)
+            result = None
+        else:
+            reason = "changed after it was read; put back in the inbox"
+            self.ledger.update_file(
+                file.id, state="archived", final_path=str(target), finished_at=utc_now(), reason=reason
+            )
+            result = self.ledger.file(file.id)
+        if self.on_returned is not None:
+            self.on_returned(target)
+        return result
 
     def _fail(self, file: FileRow, reason: str, *, error: str = "InputError") -> FileRow:
         reason = redact(reason)

@@ -51,6 +51,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_PENDING = 3
 _MAX_STEP_ERRORS = 3  # unexpected errors on a file's first step before it is moved to failed/
+_ONCE_ROUNDS = 3  # inbox passes of `run --once` while files come back because they changed
 
 
 class InstanceLock:
@@ -244,6 +245,7 @@ class Daemon:
             self.ledger, self.store, outbox, self.submitter, reader, max_file_bytes=s.watch.max_file_bytes
         )
         self.pipeline.track_touched = not watch
+        self.pipeline.on_returned = self._on_returned
         self._file_pool = ThreadPoolExecutor(
             max_workers=max(1, min(4, s.submit.concurrency)), thread_name_prefix="file"
         )
@@ -377,6 +379,11 @@ class Daemon:
             except OSError as exc:
                 _log.warning("done_marker_not_moved", marker=str(marker), error=repr(exc))
 
+    def _on_returned(self, path: Path) -> None:
+        """A changed file was put back into the inbox: watch it again like a new one."""
+        if self.watcher is not None:
+            self.watcher.hint(path)
+
     def _invoice_done(self, reference_code: str) -> None:
         for file_id in self.pipeline.files_for_invoice(reference_code):
             self._kick(file_id)
@@ -499,22 +506,18 @@ class Daemon:
         try:
             watcher = self.watcher
             assert watcher is not None
-            watcher.scan()
-            # A file still being written is waited for, but not forever: it is left for the next run.
-            settle_by = time.monotonic() + max(30.0, 10 * self.settings.watch.stable_s)
-            while watcher.pending() and not self._stop.is_set():
-                if time.monotonic() > settle_by:
-                    self.unsettled = watcher.pending()
-                    _log.warning("files_still_changing", count=self.unsettled, left_for="the next run")
+            # Files put back into the inbox because they changed after their claim are taken again,
+            # a few rounds at most; what is still left waits for the next run (exit code 3).
+            for round_no in range(1, _ONCE_ROUNDS + 1):
+                self.pipeline.returned = 0
+                self._once_round(watcher, progress)
+                if not self.pipeline.returned or self._stop.is_set():
                     break
-                watcher.check()
-                self._draw(progress)
-                self._stop.wait(watcher.tick_s)
-            idle_polls = 0
-            while not self._stop.is_set() and idle_polls < 3:
-                idle_polls = 0 if self.busy() else idle_polls + 1
-                self._draw(progress)
-                self._stop.wait(0.05)
+                if round_no == _ONCE_ROUNDS:
+                    self.unsettled += self.pipeline.returned
+                    _log.warning(
+                        "files_still_changing", count=self.pipeline.returned, left_for="the next run"
+                    )
             if not self._stop.is_set():
                 for file_id in sorted(self.pipeline.touched):
                     try:
@@ -528,6 +531,25 @@ class Daemon:
             self.shutdown()
         _log.info("run_once_finished", exit_code=code, **summary)
         return code
+
+    def _once_round(self, watcher: InboxWatcher, progress: Progress | None) -> None:
+        """Claim what the inbox holds now and wait until every worker is idle."""
+        watcher.scan()
+        # A file still being written is waited for, but not forever: it is left for the next run.
+        settle_by = time.monotonic() + max(30.0, 10 * self.settings.watch.stable_s)
+        while watcher.pending() and not self._stop.is_set():
+            if time.monotonic() > settle_by:
+                self.unsettled = watcher.pending()
+                _log.warning("files_still_changing", count=self.unsettled, left_for="the next run")
+                break
+            watcher.check()
+            self._draw(progress)
+            self._stop.wait(watcher.tick_s)
+        idle_polls = 0
+        while not self._stop.is_set() and idle_polls < 3:
+            idle_polls = 0 if self.busy() else idle_polls + 1
+            self._draw(progress)
+            self._stop.wait(0.05)
 
     def _draw(self, progress: Progress | None, *, final: bool = False) -> None:
         if progress is None or not (final or progress.due()):
