@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import secrets
+from datetime import date, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -64,21 +65,26 @@ def decimal_places(value: Decimal) -> int:
     return max(0, -exponent)
 
 
-def dumps_json(value: Any) -> str:
+def dumps_json(value: Any, *, indent: int | None = None) -> str:
     """Serialise JSON-like data with every Decimal written as an exact JSON number.
 
-    ``json.dumps`` cannot write a Decimal as a number; going through ``float`` would risk money.
+    ``json.dumps`` cannot write a Decimal as a number, and going through ``float`` would put money
+    at risk; dates and times become ISO strings. Non-finite Decimals raise ``ValueError``.
 
     >>> dumps_json({"price": Decimal("11900.50"), "items": [1, "a"], "ok": True})
     '{"price": 11900.50, "items": [1, "a"], "ok": true}'
     """
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"non-finite number {value!r}")
-        return format(value, "f")
-    if isinstance(value, Mapping):
-        parts = (f"{json.dumps(str(k), ensure_ascii=False)}: {dumps_json(v)}" for k, v in value.items())
-        return "{" + ", ".join(parts) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(dumps_json(v) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    marker = f"\u0000{secrets.token_hex(8)}\u0000"  # unguessable: user text can never forge it
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, Decimal):
+            if not obj.is_finite():
+                raise ValueError(f"non-finite number {obj!r}")
+            return f"{marker}{obj:f}{marker}"
+        if isinstance(obj, date | time):
+            return obj.isoformat()
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+    text = json.dumps(value, default=default, ensure_ascii=False, allow_nan=False, indent=indent)
+    quoted = json.dumps(marker)[1:-1]
+    return text.replace(f'"{quoted}', "").replace(f'{quoted}"', "")

@@ -13,8 +13,6 @@ numbers by :func:`dumps_payload`: never through a float.
 
 from __future__ import annotations
 
-import json
-import secrets
 from datetime import date, time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -29,7 +27,7 @@ from daemon.catalog import (
     PRODUCT_TRIBUTES,
     STANDARD_CODES,
 )
-from daemon.money import fmt2
+from daemon.money import dumps_json, fmt2
 
 __all__ = [
     "AllowanceCharge",
@@ -308,32 +306,9 @@ def to_payload(inv: Invoice) -> dict[str, Any]:
 
 
 def dumps_payload(obj: Any, *, indent: int | None = None) -> str:
-    """Serialise a payload (or any JSON-like value holding Decimals) with Decimals as exact numbers.
-
-    ``json.dumps`` cannot write a Decimal as a number; this writes ``Decimal("7.5")`` as ``7.5``
-    (never through a float). Non-finite Decimals raise ``ValueError``.
+    """Serialise a payload with Decimals as exact JSON numbers (see :func:`daemon.money.dumps_json`).
 
     >>> dumps_payload({"price": Decimal("11900"), "tax_rate": "19.00"})
     '{"price": 11900, "tax_rate": "19.00"}'
     """
-    marker = f"\u0000{secrets.token_hex(8)}\u0000"  # unguessable: user text can never forge it
-
-    def default(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            if not value.is_finite():
-                raise ValueError(f"non-finite number {value!r} in payload")
-            return f"{marker}{value:f}{marker}"
-        if isinstance(value, date | time):
-            return value.isoformat()
-        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-    text = json.dumps(obj, default=default, ensure_ascii=False, indent=indent)
-    quoted_marker = json.dumps(marker)[1:-1]
-    if quoted_marker not in text:
-        return text
-    parts = text.split(f'"{quoted_marker}')
-    out = [parts[0]]
-    for part in parts[1:]:
-        number, _, rest = part.partition(f'{quoted_marker}"')
-        out.append(number + rest)
-    return "".join(out)
+    return dumps_json(obj, indent=indent)
