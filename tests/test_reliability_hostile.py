@@ -553,6 +553,10 @@ def test_a_workbook_with_a_far_away_cell_does_not_kill_the_daemon(solo: Rig) -> 
     assert_clean(solo)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (RELIABILITY.md): rows appended after the file was archived are not detected",
+)
 def test_rows_appended_after_the_claim_are_not_dropped_silently(solo: Rig) -> None:
     """A writer that pauses longer than ``stable_s`` gets its file claimed half written: the rows it
     appends afterwards are submitted too, or the report says the file changed after it was read."""
