@@ -32,8 +32,8 @@ from service_support import invoice_rows, settings_for, write_invoices  # noqa: 
 
 from daemon.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
 from daemon.log import configure_logging  # noqa: E402
+from daemon.money import dumps_json  # noqa: E402
 from daemon.service.runner import Daemon  # noqa: E402
-from daemon.service.submit import wire_payload  # noqa: E402
 
 REQUESTS_PER_INVOICE = 3
 
@@ -154,7 +154,11 @@ def run_naive(args: argparse.Namespace, count: int) -> dict[str, Any]:
             for n in range(count):
                 row = invoice_rows(f"N-{n:04d}")[0]
                 payload = _payload(row)
-                answer = http.post("/v1/bills/validate", json=wire_payload(payload), headers=headers)
+                answer = http.post(
+                    "/v1/bills/validate",
+                    content=dumps_json(payload),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
                 if answer.status_code != 201:
                     refused += 1
                     continue

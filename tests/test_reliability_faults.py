@@ -28,7 +28,7 @@ from service_support import bills_by_reference, invoice_rows, wait_for
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
 from daemon.intake import Lookups, read_invoices
-from daemon.service.submit import wire_payload
+from daemon.money import dumps_json
 from daemon.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -258,7 +258,9 @@ def _post_bill(server: EmulatorServer, reference: str, scratch: Path) -> httpx.R
         }
         token = http.post("/oauth/token", data=form).json()["access_token"]
         return http.post(
-            "/v1/bills/validate", json=wire_payload(payload), headers={"Authorization": f"Bearer {token}"}
+            "/v1/bills/validate",
+            content=dumps_json(payload),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
 
 

@@ -31,17 +31,16 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from datetime import time as dt_time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from daemon.errors import LedgerError
+from daemon.money import dumps_json
 
 __all__ = [
     "ACTIVE_INVOICE_STATES",
@@ -162,20 +161,7 @@ def _dumps(value: Any) -> str:
 
 def dumps_exact(value: Any) -> str:
     """JSON with every Decimal written as an exact JSON number (payloads keep their number types)."""
-    marker = f"\u0000{uuid.uuid4().hex}\u0000"
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, Decimal):
-            if not obj.is_finite():
-                raise ValueError(f"non-finite number {obj!r} in payload")
-            return f"{marker}{obj:f}{marker}"
-        if isinstance(obj, date | dt_time):
-            return obj.isoformat()
-        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-    text = json.dumps(value, default=default, ensure_ascii=False)
-    quoted = json.dumps(marker)[1:-1]
-    return text.replace(f'"{quoted}', "").replace(f'{quoted}"', "")
+    return dumps_json(value)
 
 
 def loads_exact(text: str) -> Any:

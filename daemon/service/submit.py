@@ -40,7 +40,7 @@ from daemon.service import crash
 from daemon.service.ledger import InvoiceRow, SqliteLedger
 from daemon.service.outbox import Outbox
 
-__all__ = ["BillClient", "SubmitPolicy", "Submitter", "has_rejection", "wire_payload"]
+__all__ = ["BillClient", "SubmitPolicy", "Submitter", "has_rejection"]
 
 _log = structlog.get_logger("daemon.service.submit")
 
@@ -767,23 +767,6 @@ class Submitter:
             self.ledger.record_document(ref, kind, str(written.path), written.sha256, written.size_bytes)
             _log.info("document_written", reference_code=ref, kind=kind, path=str(written.path))
         return True
-
-
-def wire_payload(value: Any) -> Any:
-    """The payload with Decimals as JSON-encodable numbers (int when integral, else the exact float).
-
-    Money has two decimals and far fewer than 15 significant digits, so ``float(str(d))`` prints
-    back exactly the same digits in JSON.
-    """
-    if isinstance(value, Decimal):
-        if value == value.to_integral_value():
-            return int(value)
-        return float(value)
-    if isinstance(value, Mapping):
-        return {k: wire_payload(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [wire_payload(v) for v in value]
-    return value
 
 
 def _payload_value(payload: Mapping[str, Any], field: str) -> Any:
