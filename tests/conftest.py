@@ -8,12 +8,15 @@
   what happened with ``emu.snapshot()``.
 * ``factus_env`` (function): the ``FACTUS_*`` variables pointing at the emulator, as a dict (pass it
   to ``monkeypatch.setenv`` or to a subprocess ``env``).
+* ``api`` (function): a plain httpx client on ``emu``, signed in with the password grant, for tests
+  that drive the v1 contract by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
@@ -48,3 +51,26 @@ def _emu(emulator: EmulatorServer) -> EmulatorServer:
 @pytest.fixture(name="factus_env")
 def _factus_env(emu: EmulatorServer) -> dict[str, str]:
     return emulator_env(emu)
+
+
+def login(http: httpx.Client, server: EmulatorServer) -> None:
+    """Sign ``http`` in to ``server`` with the password grant (sets its bearer header)."""
+    cfg = server.config
+    token = http.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "client_id": cfg.client_id,
+            "client_secret": cfg.client_secret,
+            "username": cfg.username,
+            "password": cfg.password,
+        },
+    ).json()["access_token"]
+    http.headers["Authorization"] = f"Bearer {token}"
+
+
+@pytest.fixture(name="api")
+def _api(emu: EmulatorServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emu.url, timeout=10, headers={"Accept": "application/json"}) as http:
+        login(http, emu)
+        yield http

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,24 +129,6 @@ def rich_bill(reference: str = "BATCH-2025-000002") -> dict[str, Any]:
             }
         ],
     }
-
-
-@pytest.fixture(name="api")
-def _api(emu: EmulatorServer) -> Iterator[httpx.Client]:
-    cfg = emu.config
-    with httpx.Client(base_url=emu.url, timeout=10, headers={"Accept": "application/json"}) as http:
-        token = http.post(
-            "/oauth/token",
-            data={
-                "grant_type": "password",
-                "client_id": cfg.client_id,
-                "client_secret": cfg.client_secret,
-                "username": cfg.username,
-                "password": cfg.password,
-            },
-        ).json()["access_token"]
-        http.headers["Authorization"] = f"Bearer {token}"
-        yield http
 
 
 def _create(api: httpx.Client, payload: dict[str, Any]) -> dict[str, Any]:

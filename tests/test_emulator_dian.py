@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
+from tests.conftest import login
 
 PENDING = "Se encontró una factura pendiente por enviar a la DIAN"
 
@@ -60,28 +60,6 @@ def nit_bill(reference: str, nit: str, dv: str | None) -> dict[str, Any]:
     payload = bill(reference)
     payload["customer"] = customer
     return payload
-
-
-def _login(http: httpx.Client, server: EmulatorServer) -> None:
-    cfg = server.config
-    token = http.post(
-        "/oauth/token",
-        data={
-            "grant_type": "password",
-            "client_id": cfg.client_id,
-            "client_secret": cfg.client_secret,
-            "username": cfg.username,
-            "password": cfg.password,
-        },
-    ).json()["access_token"]
-    http.headers["Authorization"] = f"Bearer {token}"
-
-
-@pytest.fixture(name="api")
-def _api(emu: EmulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.url, timeout=10) as http:
-        _login(http, emu)
-        yield http
 
 
 class TestCheckDigit:
@@ -183,7 +161,7 @@ class TestDuplicatePolicy:
             EmulatorServer(EmulatorConfig(port=0, duplicate_policy="conflict")) as server,
             httpx.Client(base_url=server.url, timeout=10) as http,
         ):
-            _login(http, server)
+            login(http, server)
             assert http.post("/v1/bills/validate", json=bill("DUP-2")).status_code == 201
             again = http.post("/v1/bills/validate", json=bill("DUP-2"))
             assert again.status_code == 409
@@ -196,7 +174,7 @@ class TestDuplicatePolicy:
             EmulatorServer(EmulatorConfig(port=0, duplicate_policy="create-duplicate")) as server,
             httpx.Client(base_url=server.url, timeout=10) as http,
         ):
-            _login(http, server)
+            login(http, server)
             one = http.post("/v1/bills/validate", json=bill("DUP-3")).json()["data"]["bill"]["number"]
             two = http.post("/v1/bills/validate", json=bill("DUP-3")).json()["data"]["bill"]["number"]
             assert one != two
@@ -211,7 +189,7 @@ def test_concurrent_creates_never_share_a_number(emu: EmulatorServer) -> None:
 
     def worker(start: int) -> None:
         with httpx.Client(base_url=emu.url, timeout=10) as http:
-            _login(http, emu)
+            login(http, emu)
             for i in range(start, start + 5):
                 r = http.post("/v1/bills/validate", json=bill(f"CONC-{i}"))
                 assert r.status_code == 201

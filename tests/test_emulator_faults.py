@@ -6,13 +6,13 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from daemon.emulator import EmulatorConfig, EmulatorServer, FaultError, serve
+from tests.conftest import login
 
 
 def bill(reference: str) -> dict[str, Any]:
@@ -44,28 +44,6 @@ def bill(reference: str) -> dict[str, Any]:
     }
 
 
-def _login(http: httpx.Client, server: EmulatorServer) -> None:
-    cfg = server.config
-    token = http.post(
-        "/oauth/token",
-        data={
-            "grant_type": "password",
-            "client_id": cfg.client_id,
-            "client_secret": cfg.client_secret,
-            "username": cfg.username,
-            "password": cfg.password,
-        },
-    ).json()["access_token"]
-    http.headers["Authorization"] = f"Bearer {token}"
-
-
-@pytest.fixture(name="api")
-def _api(emu: EmulatorServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=emu.url, timeout=10) as http:
-        _login(http, emu)
-        yield http
-
-
 class TestRateLimit:
     def test_headers_then_429_with_retry_after(self) -> None:
         """Every business answer carries X-RateLimit-*; past the limit 429 + Retry-After, not counted."""
@@ -73,7 +51,7 @@ class TestRateLimit:
             EmulatorServer(EmulatorConfig(port=0, rate_limit=3, rate_window_s=60)) as server,
             httpx.Client(base_url=server.url, timeout=10) as http,
         ):
-            _login(http, server)
+            login(http, server)
             remaining = [http.get("/v1/countries").headers["X-RateLimit-Remaining"] for _ in range(3)]
             assert remaining == ["2", "1", "0"]
             r = http.get("/v1/countries")
@@ -92,7 +70,7 @@ class TestRateLimit:
             EmulatorServer(EmulatorConfig(port=0, rate_limit=1, rate_window_s=0.3)) as server,
             httpx.Client(base_url=server.url, timeout=10) as http,
         ):
-            _login(http, server)
+            login(http, server)
             assert http.get("/v1/countries").status_code == 200
             assert http.get("/v1/countries").status_code == 429
             time.sleep(0.35)
