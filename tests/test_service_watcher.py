@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
 from pathlib import Path, PurePath
@@ -9,7 +10,7 @@ from pathlib import Path, PurePath
 import pytest
 from service_support import wait_for
 
-from daemon.service.watcher import InboxWatcher, eligible
+from daemon.service.watcher import InboxWatcher, eligible, held_open_for_writing
 
 
 @pytest.mark.parametrize(
@@ -131,3 +132,28 @@ def test_supervise_restarts_a_dead_observer(tmp_path: Path) -> None:
         assert wait_for(lambda: got.paths == [inbox / "d.csv"], 5.0)
     finally:
         watcher.stop()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETLEASE"), reason="read leases are a Linux feature")
+def test_a_file_held_open_by_its_writer_is_not_ready(tmp_path: Path) -> None:
+    """A file whose writer pauses longer than stable_s but keeps it open is not taken until closed."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    got = _Collector()
+    watcher = InboxWatcher(inbox, got, stable_s=0.1, observe=False)
+    target = inbox / "paused.csv"
+    with target.open("w") as fh:
+        fh.write("first half\n")
+        fh.flush()
+        watcher.scan()
+        deadline = time.monotonic() + 0.6  # six times stable_s with no change, writer still holding it
+        while time.monotonic() < deadline:
+            watcher.check()
+            time.sleep(0.05)
+        assert got.paths == []
+        assert held_open_for_writing(target)
+        fh.write("second half\n")
+    assert not held_open_for_writing(target)
+    assert wait_for(lambda: bool(watcher.check()) or bool(got.paths), 2.0)
+    assert got.paths == [target]
+    assert target.read_text() == "first half\nsecond half\n"

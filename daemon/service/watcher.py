@@ -2,7 +2,8 @@
 
 A startup scan and a periodic rescan find every file; watchdog (native or polling observer) only
 makes arrivals noticed sooner. A candidate is *ready* when its size and mtime are unchanged over two
-checks ``stable_s`` apart (and, in done-marker mode, when ``<name>.done`` exists). Office lock files
+checks ``stable_s`` apart, no other process still has it open for writing (Linux: a read-lease probe,
+see :func:`held_open_for_writing`), and, in done-marker mode, ``<name>.done`` exists. Office lock files
 (``~$*``, ``.~lock*``), ``*.tmp``, ``*.part``, dot files and ``.processing/`` are never candidates.
 Files are taken from the inbox itself and from one level of profile folders (``inbox/<profile>/``);
 symbolic links are reported as they are (the pipeline moves them aside), never followed.
@@ -10,7 +11,10 @@ symbolic links are reported as they are (the pipeline moves them aside), never f
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import stat
 import threading
 import time
@@ -21,13 +25,49 @@ from typing import Any
 
 import structlog
 
-__all__ = ["DONE_SUFFIX", "InboxWatcher", "eligible"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["DONE_SUFFIX", "InboxWatcher", "eligible", "held_open_for_writing"]
 
 _log = structlog.get_logger("daemon.service.watcher")
 
 DONE_SUFFIX = ".done"
 _IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".fdtmp", ".swp")
 _IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+_READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
+
+
+def held_open_for_writing(path: Path) -> bool:
+    """True when some process has ``path`` open for writing, as far as the OS can tell.
+
+    Linux refuses a read lease (``F_SETLEASE``/``F_RDLCK``) with EAGAIN while anyone holds the file
+    open for writing: an exporter that pauses longer than ``stable_s`` without closing its file is
+    then still seen as writing. The lease is dropped at once. Where leases are unavailable (another
+    OS, a network filesystem, a file we do not own without CAP_LEASE) the answer is False and size
+    and mtime stability alone decide. A lease break is signalled to the holder with SIGIO, whose
+    default action ends the process, so the lease is set to signal SIGURG (ignored by default).
+    """
+    setlease = getattr(fcntl, "F_SETLEASE", None)
+    if setlease is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, setlease, fcntl.F_RDLCK)
+    except OSError as exc:
+        return exc.errno == errno.EAGAIN
+    else:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setlease, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)
 
 
 def eligible(rel: PurePath, *, done_marker: bool = False) -> bool:
@@ -58,6 +98,9 @@ class _Handler:
         self._watcher = watcher
 
     def dispatch(self, event: Any) -> None:
+        # Opening or reading a file changes nothing (and the readiness probe opens files itself).
+        if getattr(event, "event_type", "") in _READ_ONLY_EVENTS:
+            return
         try:
             for attr in ("src_path", "dest_path"):
                 raw = getattr(event, attr, None)
@@ -276,6 +319,10 @@ class InboxWatcher:
             if now - seen.at < self.stable_s:
                 continue
             if self.done_marker and not path.is_symlink() and not self.marker_of(path).exists():
+                continue
+            if not path.is_symlink() and held_open_for_writing(path):
+                with self._lock:  # still being written: wait another stable_s after it is closed
+                    self._candidates[path] = current
                 continue
             with self._lock:
                 self._candidates.pop(path, None)
