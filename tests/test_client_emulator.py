@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import stat
 import threading
@@ -22,44 +21,14 @@ from daemon.emulator import EmulatorConfig, EmulatorServer
 from daemon.errors import ApiValidationError, AuthError, ConflictError, NotFoundError, TransientError
 from daemon.factus import FactusClient, RateLimiter
 from daemon.settings import FactusSettings
+from tests.conftest import minimal_bill
 
 DEFAULTS = EmulatorConfig()
-
-MINIMAL: dict[str, Any] = {
-    "reference_code": "EMU-0001",
-    "numbering_range_id": 8,
-    "payment_form": "1",
-    "payment_method_code": "10",
-    "send_email": False,
-    "customer": {
-        "identification_document_id": 3,
-        "identification": "222222222222",
-        "names": "Consumidor final",
-        "legal_organization_id": 2,
-        "tribute_id": 21,
-        "municipality_id": 980,
-    },
-    "items": [
-        {
-            "code_reference": "SKU-001",
-            "name": "Producto de prueba",
-            "quantity": 1,
-            "discount_rate": 0,
-            "price": 11900,
-            "tax_rate": "19.00",
-            "unit_measure_id": 70,
-            "standard_code_id": 1,
-            "is_excluded": 0,
-            "tribute_id": 1,
-        }
-    ],
-}
 
 
 def invoice(reference: str, **changes: Any) -> dict[str, Any]:
     """The minimal v1 invoice of the contract with another reference code."""
-    payload = copy.deepcopy(MINIMAL)
-    payload["reference_code"] = reference
+    payload = minimal_bill(reference)
     payload.update(changes)
     return payload
 

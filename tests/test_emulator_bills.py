@@ -13,39 +13,7 @@ import httpx
 import pytest
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
-
-
-def minimal_bill(reference: str = "BATCH-2025-000001") -> dict[str, Any]:
-    """The contract's §3.5 minimal invoice."""
-    return {
-        "reference_code": reference,
-        "numbering_range_id": 8,
-        "payment_form": "1",
-        "payment_method_code": "10",
-        "send_email": False,
-        "customer": {
-            "identification_document_id": 3,
-            "identification": "222222222222",
-            "names": "Consumidor final",
-            "legal_organization_id": 2,
-            "tribute_id": 21,
-            "municipality_id": 980,
-        },
-        "items": [
-            {
-                "code_reference": "SKU-001",
-                "name": "Producto de prueba",
-                "quantity": 1,
-                "discount_rate": 0,
-                "price": 11900,
-                "tax_rate": "19.00",
-                "unit_measure_id": 70,
-                "standard_code_id": 1,
-                "is_excluded": 0,
-                "tribute_id": 1,
-            }
-        ],
-    }
+from tests.conftest import minimal_bill
 
 
 def rich_bill(reference: str = "BATCH-2025-000002") -> dict[str, Any]:
