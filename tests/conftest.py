@@ -9,7 +9,8 @@
 * ``factus_env`` (function): the ``FACTUS_*`` variables pointing at the emulator, as a dict (pass it
   to ``monkeypatch.setenv`` or to a subprocess ``env``).
 * ``api`` (function): a plain httpx client on ``emu``, signed in with the password grant, for tests
-  that drive the v1 contract by hand.
+  that drive the v1 contract by hand; ``login(http, server)`` signs any client in.
+* ``minimal_bill(reference)``: the contract's §3.5 minimal v1 invoice, a fresh dict each call.
 """
 
 from __future__ import annotations
