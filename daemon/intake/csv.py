@@ -13,10 +13,10 @@ import codecs
 import csv as _csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from daemon.intake.rows import Limits, SourceRow, Table, input_error
+from daemon.intake.rows import HEADER_SCAN, Limits, SourceRow, Table, input_error
 
 __all__ = ["DELIMITERS", "detect_encoding", "read_csv", "sniff_delimiter"]
 
@@ -84,6 +84,10 @@ def sniff_delimiter(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
+def _has_delimiter(line: str) -> bool:
+    return any(_count_outside_quotes(line, d) for d in DELIMITERS)
+
+
 def _count_outside_quotes(line: str, delimiter: str) -> int:
     count = 0
     quoted = False
@@ -95,13 +99,11 @@ def _count_outside_quotes(line: str, delimiter: str) -> int:
     return count
 
 
-def _first_line(path: Path, encoding: str) -> str:
+def _head_lines(path: Path, encoding: str, count: int = 30) -> list[str]:
+    """The first ``count`` physical lines of the file (within its first 64 KiB), without line ends."""
     with path.open("r", encoding=encoding, errors="replace", newline="") as fh:
         text = fh.read(64 * 1024)
-    for i, ch in enumerate(text):
-        if ch in "\r\n":
-            return text[:i]
-    return text
+    return re.split(r"\r\n|\r|\n", text)[:count]
 
 
 def read_csv(
@@ -109,7 +111,8 @@ def read_csv(
     *,
     encoding: str | None = None,
     delimiter: str | None = None,
-    header_row: int = 1,
+    header_row: int | None = 1,
+    is_header: Callable[[list[str]], bool] | None = None,
     limits: Limits | None = None,
 ) -> Table:
     """Read a CSV file into a :class:`Table` of text cells.
@@ -118,7 +121,10 @@ def read_csv(
         path: the file.
         encoding: a codec name from the profile; None detects it.
         delimiter: one character from the profile; None sniffs it from the header line.
-        header_row: the record holding the header (records above it are skipped, e.g. titles).
+        header_row: the record holding the header (records above it are skipped, e.g. titles);
+            None finds it: the first non-blank record that ``is_header`` accepts among the first
+            :data:`HEADER_SCAN` non-blank ones, else the first non-blank record.
+        is_header: tells a header record from a title or data record (auto mode only).
         limits: size, row, column and cell limits.
 
     Raises:
@@ -144,17 +150,19 @@ def read_csv(
                 codecs.lookup(encoding)
             except LookupError:
                 raise input_error(path, f"unknown encoding {encoding!r} in the profile") from None
-        first = _first_line(path, encoding)
-        sep_line = _SEP_LINE.fullmatch(first)
+        lines = _head_lines(path, encoding)
+        sep_line = _SEP_LINE.fullmatch(lines[0])
         if sep_line:  # Excel's "sep=;" hint: not a row for the user, and it names the delimiter
             delimiter = delimiter or sep_line.group(1)
+            lines = lines[1:]
         if delimiter is None:
-            delimiter = sniff_delimiter(first)
+            # the header line, or (a title line above it having no separator) the first that has one
+            delimiter = next((sniff_delimiter(ln) for ln in lines if _has_delimiter(ln)), ",")
         with path.open("rb") as raw:
             text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
             if sep_line:
                 text.readline()
-            headers, rows = _read_records(path, text, delimiter, header_row, limits)
+            headers, rows = _read_records(path, text, delimiter, header_row, is_header, limits)
     except UnicodeDecodeError as exc:
         raise input_error(
             path, f"is not valid {encoding} text ({exc.reason}); set [read] encoding in the profile"
@@ -173,7 +181,12 @@ def _records(path: Path, text: io.TextIOWrapper, delimiter: str) -> Iterator[lis
 
 
 def _read_records(
-    path: Path, text: io.TextIOWrapper, delimiter: str, header_row: int, limits: Limits
+    path: Path,
+    text: io.TextIOWrapper,
+    delimiter: str,
+    header_row: int | None,
+    is_header: Callable[[list[str]], bool] | None,
+    limits: Limits,
 ) -> tuple[list[str], list[SourceRow]]:
     headers: list[str] | None = None
     width = 0
@@ -182,25 +195,11 @@ def _read_records(
     max_columns = limits.max_columns
     max_rows = limits.max_rows
     number = 0
-    for record in _records(path, text, delimiter):
-        number += 1
-        if len(record) > max_columns:
-            raise input_error(
-                path, f"row {number} has {len(record):,} fields, over the limit of {max_columns:,} columns"
-            )
-        if headers is None:
-            if number < header_row:
-                continue
-            if not any(cell.strip() for cell in record):
-                raise input_error(path, f"has no header: row {number} is blank")
-            if record and record[0].startswith("\ufeff"):
-                record[0] = record[0][1:]
-            headers = record
-            width = len(headers)
-            _check_cells(path, number, record, max_cell)
-            continue
+    waiting: list[tuple[int, list[str]]] = []  # auto mode: non-blank records before the header
+
+    def add(number: int, record: list[str]) -> None:
         if not record or (len(record) == 1 and not record[0].strip()):
-            continue  # a blank line: counted, never data
+            return  # a blank line: counted, never data
         if len(rows) >= max_rows:
             raise input_error(path, f"has more than {max_rows:,} data rows; split it into smaller files")
         _check_cells(path, number, record, max_cell)
@@ -216,6 +215,54 @@ def _read_records(
                 }
             del record[width:]
         rows.append(SourceRow(number, record, problems))
+
+    def take_header(number: int, record: list[str]) -> list[str]:
+        _check_cells(path, number, record, max_cell)
+        return record
+
+    def fallback() -> tuple[list[str], int]:
+        # no record looked like a header: the first non-blank one is it (errors then list its cells)
+        nonlocal width
+        first, *later = waiting
+        header = take_header(*first)
+        width = len(header)
+        for number, record in later:
+            add(number, record)
+        waiting.clear()
+        return header, width
+
+    for record in _records(path, text, delimiter):
+        number += 1
+        if len(record) > max_columns:
+            raise input_error(
+                path, f"row {number} has {len(record):,} fields, over the limit of {max_columns:,} columns"
+            )
+        if number == 1 and record and record[0].startswith("\ufeff"):
+            record[0] = record[0][1:]
+        if headers is not None:
+            add(number, record)
+            continue
+        blank = not any(cell.strip() for cell in record)
+        if header_row is not None:
+            if number < header_row:
+                continue
+            if blank:
+                raise input_error(path, f"has no header: row {number} is blank")
+            headers = take_header(number, record)
+            width = len(headers)
+            continue
+        if blank:
+            continue
+        if is_header is None or is_header(record):
+            headers = take_header(number, record)
+            width = len(headers)
+            waiting.clear()  # titles above the header
+            continue
+        waiting.append((number, record))
+        if len(waiting) >= HEADER_SCAN:
+            headers, width = fallback()
+    if headers is None and waiting:
+        headers, width = fallback()
     if headers is None:
         raise input_error(path, "is empty (no header row)")
     return headers, rows

@@ -16,6 +16,7 @@ from daemon.catalog import WITHHOLDING_CODES
 
 __all__ = [
     "BUILTIN_DEFAULTS",
+    "CANONICAL_HEADERS",
     "FIELDS",
     "REQUIRED",
     "FieldSpec",
@@ -169,6 +170,10 @@ def normalise_header(text: str) -> str:
     if not text.isascii():
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     return _WS.sub(" ", text).casefold()
+
+
+CANONICAL_HEADERS: frozenset[str] = frozenset(normalise_header(name) for name in FIELDS)
+"""Every canonical column name as :func:`normalise_header` folds it."""
 
 
 def field_spec(name: str) -> FieldSpec | None:

@@ -4,8 +4,9 @@ A profile is ``config/profiles/<name>.toml``::
 
     [profile]   name, match (file-name globs)
     [read]      encoding, delimiter, decimal, thousands, date_format, sheet, items_sheet,
-                header_row, max_rows, fill_down
+                header_row (a row number, or "auto": the default), max_rows, fill_down
     [transform] prices_include_tax (false: item prices are net and are grossed up by tax_rate)
+    [filter]    "header in the file" = which rows to keep (see :mod:`daemon.intake.filters`)
     [columns]   "header in the file" = "canonical column"
     [defaults]  "canonical column" = value            (when the column is missing or blank)
     [values."canonical column"]  "value in the file" = value   (value maps)
@@ -26,10 +27,11 @@ from typing import Any
 from daemon.errors import ConfigError
 from daemon.intake.csv import DELIMITERS
 from daemon.intake.fields import FIELDS, normalise_header
+from daemon.intake.filters import RowFilter, parse_filter
 
 __all__ = ["MappingProfile", "ReadOptions", "load_profile", "load_profiles", "select_profile"]
 
-_SECTIONS = {"profile", "read", "transform", "columns", "defaults", "values"}
+_SECTIONS = {"profile", "read", "transform", "filter", "columns", "defaults", "values"}
 _READ_KEYS = {
     "encoding",
     "delimiter",
@@ -55,7 +57,8 @@ class ReadOptions:
     date_format: str | None = None
     sheet: str | None = None
     items_sheet: str | None = None
-    header_row: int = 1
+    header_row: int | None = None
+    """The spreadsheet row holding the header; None finds it (titles above it are skipped)."""
     max_rows: int | None = None
     fill_down: bool = False
     """A row with a blank reference_code continues the invoice above (Odoo-style exports)."""
@@ -76,6 +79,7 @@ class MappingProfile:
     defaults: dict[str, Any] = field(default_factory=dict)
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     prices_include_tax: bool = True
+    filters: tuple[RowFilter, ...] = ()
     source: Path | None = None
 
     @classmethod
@@ -114,6 +118,9 @@ class MappingProfile:
         include_tax = transform.get("prices_include_tax", True)
         if not isinstance(include_tax, bool):
             raise bad("[transform] prices_include_tax must be true or false")
+        filters = tuple(
+            parse_filter(column, rule, bad) for column, rule in _table(data, "filter", bad).items()
+        )
         columns: dict[str, str] = {}
         for header, canonical in _table(data, "columns", bad).items():
             if not isinstance(canonical, str) or not _known(canonical):
@@ -149,6 +156,7 @@ class MappingProfile:
             defaults=defaults,
             values=values,
             prices_include_tax=include_tax,
+            filters=filters,
             source=source,
         )
 
@@ -200,8 +208,11 @@ def _read_options(read: dict[str, Any], bad: Any) -> ReadOptions:
     ints: dict[str, int | None] = {}
     for key in ("header_row", "max_rows"):
         value = read.get(key)
+        if key == "header_row" and isinstance(value, str) and value.strip().casefold() == "auto":
+            value = None
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise bad(f"[read] {key} must be a positive integer")
+            auto = ' or "auto"' if key == "header_row" else ""
+            raise bad(f"[read] {key} must be a positive integer{auto}")
         ints[key] = value
     return ReadOptions(
         encoding=encoding,
@@ -211,7 +222,7 @@ def _read_options(read: dict[str, Any], bad: Any) -> ReadOptions:
         date_format=date_format,
         sheet=read.get("sheet"),
         items_sheet=read.get("items_sheet"),
-        header_row=ints["header_row"] or 1,
+        header_row=ints["header_row"],
         max_rows=ints["max_rows"],
         fill_down=fill_down,
     )

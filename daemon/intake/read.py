@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
 
 from daemon.errors import DaemonError, InputError
 from daemon.intake.csv import read_csv
+from daemon.intake.fields import CANONICAL_HEADERS, normalise_header
+from daemon.intake.filters import apply_filters
 from daemon.intake.json import read_json
 from daemon.intake.lookups import Lookups
 from daemon.intake.mapper import Draft, Mapper, merged_defaults
@@ -76,6 +78,33 @@ def read_invoices(
         raise input_error(path, f"could not be read ({type(exc).__name__}: {exc})") from None
 
 
+def header_test(profile: MappingProfile | None) -> Callable[[list[str]], bool]:
+    """Tell the header row from report titles above it: it names two or more known columns.
+
+    Known columns are the canonical ones and the headers the profile maps; matching is tolerant
+    (see :func:`~daemon.intake.fields.normalise_header`).
+    """
+    known = set(CANONICAL_HEADERS)
+    if profile is not None:
+        known.update(profile.columns)
+
+    def is_header(cells: list[str]) -> bool:
+        hits = 0
+        for cell in cells:
+            if cell and normalise_header(cell) in known:
+                hits += 1
+                if hits >= 2:
+                    return True
+        return False
+
+    return is_header
+
+
+def _filter(file: str, tables: list[Table], profile: MappingProfile | None, warnings: list[str]) -> None:
+    if profile is not None and profile.filters:
+        warnings.extend(apply_filters(file, tables, profile.filters, profile.columns))
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a file is read.
@@ -113,15 +142,19 @@ def _read(
             **kw,  # type: ignore[arg-type]
         )
 
+    header_row = read.header_row if read else None
+    is_header = header_test(profile)
     if suffix in CSV_SUFFIXES:
         table = read_csv(
             path,
             encoding=read.encoding if read else None,
             delimiter=read.delimiter if read else ("\t" if suffix == ".tsv" else None),
-            header_row=read.header_row if read else 1,
+            header_row=header_row,
+            is_header=is_header,
             limits=limits,
         )
         warnings.extend(table.warnings)
+        _filter(file, [table], profile, warnings)
         mappers.append(mapper(table))
     elif suffix in XLSX_SUFFIXES:
         from daemon.intake.xlsx import read_xlsx
@@ -130,16 +163,19 @@ def _read(
             path,
             sheet=read.sheet if read else None,
             items_sheet=read.items_sheet if read else None,
-            header_row=read.header_row if read else 1,
+            header_row=header_row,
+            is_header=is_header,
             limits=limits,
         )
         warnings.extend(book.warnings)
+        _filter(file, [book.head] + ([book.items] if book.items else []), profile, warnings)
         mappers.append(mapper(book.head, book.items))
     elif suffix in JSON_SUFFIXES:
         content = read_json(path, limits=limits)
         if content.native is not None:
             mappers.append(mapper(content.native, native=True, extras=content.extras))
         if content.flat is not None:
+            _filter(file, [content.flat], profile, warnings)
             mappers.append(mapper(content.flat))
     else:
         raise input_error(

@@ -14,6 +14,7 @@ from typing import Any
 from daemon.errors import InputError
 
 __all__ = [
+    "HEADER_SCAN",
     "ROW_PROBLEM",
     "Limits",
     "RowError",
@@ -21,6 +22,9 @@ __all__ = [
     "Table",
     "input_error",
 ]
+
+HEADER_SCAN = 30
+"""How many non-blank records may stand above the header (report titles) when it is found."""
 
 ROW_PROBLEM = -1
 """Key of :attr:`SourceRow.problems` for a problem of the whole row (e.g. too many fields)."""

@@ -28,7 +28,7 @@ import posixpath
 import re
 import zipfile
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -39,7 +39,7 @@ from xml.parsers import expat
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
-from daemon.intake.rows import Limits, SourceRow, Table, input_error
+from daemon.intake.rows import HEADER_SCAN, Limits, SourceRow, Table, input_error
 
 __all__ = ["Workbook", "column_letter", "read_xlsx"]
 
@@ -633,13 +633,17 @@ def read_xlsx(
     *,
     sheet: str | None = None,
     items_sheet: str | None = None,
-    header_row: int = 1,
+    header_row: int | None = 1,
+    is_header: Callable[[list[str]], bool] | None = None,
     limits: Limits | None = None,
 ) -> Workbook:
     """Read a workbook: one sheet (named, else the first) or an invoices + items sheet pair.
 
     The pair is used when ``items_sheet`` is given, or when no ``sheet`` is given and the workbook
-    has sheets named ``invoices`` and ``items`` (any case).
+    has sheets named ``invoices`` and ``items`` (any case). ``header_row`` None finds the header of
+    each sheet: the first non-blank row ``is_header`` accepts among the first
+    :data:`~daemon.intake.rows.HEADER_SCAN` non-blank ones (report titles above it), else the first
+    non-blank row.
 
     Raises:
         InputError: not an XLSX, corrupt, a zip/XML bomb, a missing sheet, empty, or over a limit.
@@ -653,7 +657,7 @@ def read_xlsx(
         raise input_error(path, "is empty")
     if size > limits.max_file_bytes:
         raise input_error(path, f"is {size:,} bytes, over the limit of {limits.max_file_bytes:,} bytes")
-    members = _screen(path, limits, _CellScreen(limits, header_row))
+    members = _screen(path, limits, _CellScreen(limits, header_row or 1))
     book = _open_calamine(path)
     try:
         names: list[str] = list(book.sheet_names)
@@ -683,10 +687,12 @@ def read_xlsx(
         tables = []
         for name in chosen:
             readings = parts.get(name, ())
-            _check_extent(path, name, readings, members, header_row, limits)  # before calamine sees it
+            _check_extent(path, name, readings, members, header_row or 1, limits)  # before calamine
             part = next((r for r in readings if r in members), None)
             tables.append(
-                _read_sheet(path, book, name, part, members, header_row, limits, two=len(chosen) == 2)
+                _read_sheet(
+                    path, book, name, part, members, header_row, is_header, limits, two=len(chosen) == 2
+                )
             )
     finally:
         close = getattr(book, "close", None)
@@ -706,7 +712,8 @@ def _read_sheet(
     name: str,
     part: str | None,
     members: dict[str, _Member],
-    header_row: int,
+    header_row: int | None,
+    is_header: Callable[[list[str]], bool] | None,
     limits: Limits,
     *,
     two: bool,
@@ -722,7 +729,7 @@ def _read_sheet(
         raise input_error(
             path, f"sheet {name!r} has {total_width:,} columns, over the limit of {limits.max_columns:,}"
         )
-    if total_height - header_row > limits.max_rows:
+    if total_height - (header_row or 1) > limits.max_rows:
         raise input_error(
             path, f"sheet {name!r} has more than {limits.max_rows:,} data rows; split it into smaller files"
         )
@@ -732,6 +739,8 @@ def _read_sheet(
         _reraise_interrupts(exc)
         raise input_error(path, f"sheet {name!r} cannot be read: {exc}") from None
     label = name if two else None
+    if header_row is None:
+        header_row = _find_header(grid, is_header)
     if len(grid) < header_row or not any(_cell_text(v).strip() for v in grid[header_row - 1]):
         raise input_error(path, f"sheet {name!r} has no header in row {header_row}")
     header_cells = [_cell_text(v) for v in grid[header_row - 1]]
@@ -765,6 +774,24 @@ def _read_sheet(
     if member is not None and member.has_formula and part is not None:
         _mark_formulas(_uncached_formulas(path, part), rows, width)
     return Table(file=path.name, headers=header_cells, rows=rows, sheet=label, warnings=warnings)
+
+
+def _find_header(grid: list[list[Any]], is_header: Callable[[list[str]], bool] | None) -> int:
+    """The 1-based row of the header: see :func:`read_xlsx` (1 for a sheet with no text at all)."""
+    first: int | None = None
+    seen = 0
+    for r, raw in enumerate(grid):
+        cells = [_cell_text(v) for v in raw]
+        if not any(c.strip() for c in cells):
+            continue
+        if first is None:
+            first = r + 1
+        if is_header is None or is_header(cells):
+            return r + 1
+        seen += 1
+        if seen >= HEADER_SCAN:
+            break
+    return first or 1
 
 
 def _mark_merged(

@@ -1,0 +1,181 @@
+"""Report-shaped exports: title rows above the header, and profile [filter] rules for non-invoice rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook
+
+from daemon.errors import ConfigError, InputError
+from daemon.intake import Lookups, MappingProfile, read_invoices
+from daemon.intake.validate import IntakeResult
+from daemon.settings import Settings
+
+HEADER = "reference_code;customer.identification_document_id;customer.identification;customer.company;item.code_reference;item.name;item.quantity;item.price;item.tax_rate"  # noqa: E501
+
+
+def line(ref: str, price: str = "1000") -> str:
+    """One valid canonical line (';' separated, NIT customer)."""
+    return f"{ref};6;900123456;Enigma;P-1;Café;1;{price};19"
+
+
+def read(path: Path, profile: MappingProfile | None = None) -> IntakeResult:
+    """read_invoices with default settings and the built-in lookups."""
+    return read_invoices(path, settings=Settings(), lookups=Lookups.builtin(), profile=profile)
+
+
+def profile(**sections: Any) -> MappingProfile:
+    """A profile built from TOML-shaped sections."""
+    return MappingProfile.from_dict({"profile": {"name": "t"}, **sections})
+
+
+class TestHeaderDetection:
+    def test_title_rows_above_the_header_are_skipped_rows_keep_numbers(self, tmp_path: Path) -> None:
+        """A report with a title, company line and blank line before the header needs no setting."""
+        path = tmp_path / "report.csv"
+        path.write_text(
+            "\n".join(
+                [
+                    "Informe de ventas detallado",
+                    "Enigma S.A.S.;NIT 900123456-8",
+                    "",
+                    HEADER,
+                    line("R-1"),
+                    line("R-2", price="12,5x"),
+                ]
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["R-1"]
+        [error] = result.errors
+        assert (error.row, error.column, error.value) == (6, "item.price", "12,5x")
+
+    def test_an_explicit_header_row_is_still_honoured(self, tmp_path: Path) -> None:
+        """header_row = N reads row N as the header even when an earlier row would also look like one."""
+        path = tmp_path / "two.csv"
+        path.write_text(f"{HEADER}\n{HEADER}\n{line('R-1')}\n", encoding="utf-8")
+        result = read(path, profile(read={"header_row": 2}))
+        assert [i.reference_code for i in result.invoices] == ["R-1"]
+        assert read(path, profile(read={"header_row": "auto"})).errors  # row 2 is then data
+
+    def test_no_header_like_row_reports_the_first_row_as_found(self, tmp_path: Path) -> None:
+        """When no row names known columns, the missing-columns error lists the first row's cells."""
+        path = tmp_path / "junk.csv"
+        path.write_text("Factura,Cliente\nA-1,Pedro\n", encoding="utf-8")
+        with pytest.raises(InputError, match=r"missing required column.*found: 'Factura', 'Cliente'"):
+            read(path)
+
+    def test_profile_headers_are_found_below_merged_titles_in_xlsx(self, tmp_path: Path) -> None:
+        """A Siigo-style report: merged title rows, padded headers on row 7, numbers as cells."""
+        wb = Workbook()
+        ws = wb.active
+        ws.append(["Siigo - ENIGMA SAS"])
+        ws.append(["VENTAS DETALLADAS"])
+        ws.append(["De :  ENE   /2026   A :  MAR   /2026"])
+        ws.append([])
+        ws.append(["Procesado en: 2026/03/28  11:03:50:39"])
+        ws.append([])
+        ws.append(["FACTURA   ", "NIT      ", "NOMBRE      ", "CODIGO", "DESCRIPCION", "CANTIDAD", "VALOR"])
+        ws.append(["F-003-00000017518", 900123456, "ENIGMA SAS", 7001, "Café", 2, 1190])
+        ws.append(["F-003-00000017519", 900123456, "ENIGMA SAS", "0702", "Té", 1, 595.5])
+        for rng in ("A1:G1", "A2:G2", "A3:G3", "A5:G5"):
+            ws.merge_cells(rng)
+        path = tmp_path / "siigo.xlsx"
+        wb.save(path)
+        prof = profile(
+            columns={
+                "FACTURA": "reference_code",
+                "NIT": "customer.identification",
+                "NOMBRE": "customer.company",
+                "CODIGO": "item.code_reference",
+                "DESCRIPCION": "item.name",
+                "CANTIDAD": "item.quantity",
+                "VALOR": "item.price",
+            },
+            defaults={"customer.identification_document_id": 6, "item.tax_rate": "19.00"},
+        )
+        result = read(path, prof)
+        assert result.errors == [], [str(e) for e in result.errors]
+        payloads = [json.loads(i.payload_json()) for i in result.invoices]
+        assert [p["reference_code"] for p in payloads] == ["F-003-00000017518", "F-003-00000017519"]
+        assert payloads[0]["customer"]["identification"] == "900123456"
+        assert payloads[1]["items"][0]["price"] == 595.5
+        assert [p["items"][0]["code_reference"] for p in payloads] == ["7001", "0702"]
+        assert [i.rows for i in result.invoices] == [[8], [9]]
+
+
+class TestFilters:
+    def _wo_file(self, tmp_path: Path) -> Path:
+        path = tmp_path / "wo.csv"
+        rows = [
+            "Tipo;" + HEADER,
+            "FV;" + line("FV-1"),
+            "PED;" + line("PED-7"),
+            "fv;" + line("FV-2"),
+            "RC;" + line("RC-3"),
+            ";" + line("Total general"),
+        ]
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return path
+
+    def test_keep_only_listed_values(self, tmp_path: Path) -> None:
+        """A list keeps rows whose cell is one of its values (case-insensitive); the rest are noted."""
+        result = read(self._wo_file(tmp_path), profile(filter={"Tipo": ["FV"]}))
+        assert [i.reference_code for i in result.invoices] == ["FV-1", "FV-2"]
+        assert result.errors == []
+        assert any("skipped 3 row(s)" in w and "rows 3, 5, 6" in w for w in result.warnings), result.warnings
+
+    def test_not_in_non_empty_and_regex_rules_combine(self, tmp_path: Path) -> None:
+        """Every rule must pass: drop PED, drop blank Tipo, drop 'Total' rows by regex on a canonical name."""
+        prof = profile(
+            filter={
+                "Tipo": {"not_in": ["PED"]},
+                "tipo": "non-empty",
+                "reference_code": {"not_matches": "^total"},
+            }
+        )
+        result = read(self._wo_file(tmp_path), prof)
+        assert [i.reference_code for i in result.invoices] == ["FV-1", "FV-2", "RC-3"]
+        keep = read(self._wo_file(tmp_path), profile(filter={"reference_code": {"matches": r"^FV-\d+$"}}))
+        assert [i.reference_code for i in keep.invoices] == ["FV-1", "FV-2"]
+
+    def test_a_filter_on_a_missing_column_is_a_file_error(self, tmp_path: Path) -> None:
+        """Silently keeping every row would issue the orders the filter was meant to skip."""
+        with pytest.raises(InputError, match=r"\[filter\] column 'Encab: Tipo Documento' is not in the file"):
+            read(self._wo_file(tmp_path), profile(filter={"Encab: Tipo Documento": ["FV"]}))
+
+    def test_filters_apply_to_the_items_sheet_of_a_pair(self, tmp_path: Path) -> None:
+        """In an invoices + items workbook a filter applies to the sheet that has its column."""
+        wb = Workbook()
+        head = wb.active
+        head.title = "invoices"
+        head.append(["reference_code", "customer.identification_document_id", "customer.identification"])
+        head.append(["P-1", 6, 900123456])
+        items = wb.create_sheet("items")
+        items.append(["reference_code", "item.code_reference", "item.name", "item.price", "item.quantity"])
+        items.append(["P-1", "A", "Café", 1000, 1])
+        items.append(["P-1", "", "Forma de pago", 1000, 1])
+        path = tmp_path / "pair.xlsx"
+        wb.save(path)
+        prof = profile(
+            filter={"item.code_reference": "non-empty"},
+            defaults={"customer.company": "Enigma", "item.tax_rate": "19.00"},
+        )
+        result = read(path, prof)
+        assert result.errors == [], [str(e) for e in result.errors]
+        [invoice] = result.invoices
+        assert [it["name"] for it in json.loads(invoice.payload_json())["items"]] == ["Café"]
+
+    @pytest.mark.parametrize(
+        "rule",
+        [[], {"in": []}, {"matches": "("}, {"maybe": ["x"]}, 3.5, [1.5], {"in": ["a"], "not_in": ["b"]}],
+    )
+    def test_bad_rules_are_configuration_errors(self, rule: Any) -> None:
+        """A rule that cannot be understood is refused when the profile loads, naming the column."""
+        with pytest.raises(ConfigError, match=r"\[filter\] 'Tipo'"):
+            profile(filter={"Tipo": rule})
