@@ -156,3 +156,16 @@ def test_readme_emulator_example_works(tmp_path: Path) -> None:
         assert proc.wait(timeout=20) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_readme_profile_snippets_are_valid_profiles() -> None:
+    """Every TOML block in the README is accepted by the profile loader (as part of a profile)."""
+    import tomllib
+
+    from daemon.intake import MappingProfile
+
+    blocks = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+    assert blocks
+    for block in blocks:
+        profile = MappingProfile.from_dict({"profile": {"name": "readme"}, **tomllib.loads(block)})
+        assert profile.filters or profile.columns
