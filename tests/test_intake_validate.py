@@ -426,13 +426,23 @@ class TestRules:
         result = check(tmp_path, [line(item__price="1.234", item__quantity="x", customer__dv="1")])
         assert {e.column for e in result.errors} == {"item.price", "item.quantity", "customer.dv"}
 
-    def test_row_without_reference_is_an_error_outside_invoices(self, tmp_path: Path) -> None:
-        """A data row with a blank reference_code is reported; fully blank rows are skipped."""
+    def test_row_without_reference_holds_back_the_invoice_above(self, tmp_path: Path) -> None:
+        """A line with a blank reference_code right under invoice R-1 is most likely one of its lines:
+        R-1 is held back (not issued short of a line); other invoices go on; blank rows are skipped."""
         blank = {k: "" for k in BASE}
-        result = check(tmp_path, [line(), line(reference_code=""), blank])
+        rows = [line(), line(reference_code=""), blank, line(reference_code="R-2")]
+        result = check(tmp_path, rows)
         err = only_error(result)
-        assert (err.row, err.column, err.reference_code) == (3, "reference_code", None)
-        assert len(result.invoices) == 1
+        assert (err.row, err.column, err.reference_code) == (3, "reference_code", "R-1")
+        assert "held back" in err.message
+        assert [i.reference_code for i in result.invoices] == ["R-2"]
+
+    def test_row_without_reference_above_every_invoice_is_a_loose_error(self, tmp_path: Path) -> None:
+        """With no invoice above it, the row's error belongs to no invoice and the others go on."""
+        result = check(tmp_path, [line(reference_code=""), line()])
+        err = only_error(result)
+        assert (err.row, err.column, err.reference_code) == (2, "reference_code", None)
+        assert [i.reference_code for i in result.invoices] == ["R-1"]
 
     def test_missing_required_columns_is_one_file_error(self, tmp_path: Path) -> None:
         """Missing required columns raise one InputError listing what is missing and what was found."""

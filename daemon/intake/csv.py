@@ -26,6 +26,16 @@ _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 _SEP_LINE = re.compile(r"\ufeff?sep=([,;\t|])", re.IGNORECASE)
 
 
+def _bom_encoding(path: Path) -> str | None:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return None
+
+
 def detect_encoding(path: Path) -> str:
     """Return the codec to read ``path`` with: BOM, then strict UTF-8, then Windows-1252.
 
@@ -82,6 +92,25 @@ def sniff_delimiter(header_line: str) -> str:
     counts = {d: _count_outside_quotes(header_line, d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])
     return best if counts[best] > 0 else ","
+
+
+def _choose_delimiter(
+    lines: list[str], header_row: int | None, is_header: Callable[[list[str]], bool] | None
+) -> str:
+    """Sniff the delimiter from the header line, not from a title above it.
+
+    With ``is_header``, the first line that some delimiter splits into a header wins (this finds
+    the header and its delimiter together, whatever punctuation the titles hold). Otherwise the
+    configured header line, or else the first line holding any candidate delimiter, decides.
+    """
+    if header_row is not None and header_row <= len(lines):
+        return sniff_delimiter(lines[header_row - 1])
+    if is_header is not None:
+        for line in lines:
+            for candidate in DELIMITERS:
+                if candidate in line and is_header(next(_csv.reader([line], delimiter=candidate), [])):
+                    return candidate
+    return next((sniff_delimiter(ln) for ln in lines if _has_delimiter(ln)), ",")
 
 
 def _has_delimiter(line: str) -> bool:
@@ -150,14 +179,18 @@ def read_csv(
                 codecs.lookup(encoding)
             except LookupError:
                 raise input_error(path, f"unknown encoding {encoding!r} in the profile") from None
+            marked = _bom_encoding(path)
+            if marked is not None and codecs.lookup(marked).name != codecs.lookup(encoding).name:
+                # Excel's "CSV UTF-8" beside a profile written for its plain (cp1252) CSV
+                warnings.append(f"read as {marked}: the file starts with its byte-order mark")
+                encoding = marked
         lines = _head_lines(path, encoding)
         sep_line = _SEP_LINE.fullmatch(lines[0])
         if sep_line:  # Excel's "sep=;" hint: not a row for the user, and it names the delimiter
             delimiter = delimiter or sep_line.group(1)
             lines = lines[1:]
         if delimiter is None:
-            # the header line, or (a title line above it having no separator) the first that has one
-            delimiter = next((sniff_delimiter(ln) for ln in lines if _has_delimiter(ln)), ",")
+            delimiter = _choose_delimiter(lines, header_row, is_header)
         with path.open("rb") as raw:
             text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
             if sep_line:

@@ -175,12 +175,13 @@ def _json_lines(path: Path, text: str, limits: Limits) -> list[tuple[int, Any]]:
     return objects
 
 
-def read_json(path: Path, *, limits: Limits | None = None) -> JsonContent:
+def read_json(path: Path, *, limits: Limits | None = None, decimal: str = ".") -> JsonContent:
     """Read a ``.json``/``.jsonl`` file into native-invoice rows and/or flat rows.
 
     At most ``limits.max_rows`` objects (list elements or JSON Lines lines) and rows (native
     invoice items count one row each) are read: a file with more is refused before it is
-    materialised.
+    materialised. ``decimal`` is the separator flat rows' JSON numbers are written with (the
+    profile's: its parser reads every cell); native v1 invoices are always read canonically.
 
     Raises:
         InputError: empty, not UTF-8, not JSON, an unexpected top-level shape, or over a limit.
@@ -212,10 +213,10 @@ def read_json(path: Path, *, limits: Limits | None = None) -> JsonContent:
     del text
     if not objects:
         raise input_error(path, "holds no invoice (an empty list)")
-    return _split(path, objects, limits)
+    return _split(path, objects, limits, decimal)
 
 
-def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits) -> JsonContent:
+def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits, decimal: str) -> JsonContent:
     content = JsonContent()
     native_rows: list[SourceRow] = []
     flat_rows: list[tuple[int, dict[str, Any]]] = []
@@ -237,7 +238,7 @@ def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits) -> JsonCo
     if native_rows:
         content.native = Table(file=path.name, headers=list(NATIVE_HEADERS), rows=native_rows)
     if flat_rows:
-        content.flat = _flat_table(path, flat_rows, limits)
+        content.flat = _flat_table(path, flat_rows, limits, decimal)
     return content
 
 
@@ -251,7 +252,7 @@ def _is_native(obj: dict[str, Any]) -> bool:
     return bool(obj) and all(key in _TOP_LEVEL for key in obj)
 
 
-def _flat_table(path: Path, objects: list[tuple[int, dict[str, Any]]], limits: Limits) -> Table:
+def _flat_table(path: Path, objects: list[tuple[int, dict[str, Any]]], limits: Limits, decimal: str) -> Table:
     headers: list[str] = []
     index: dict[str, int] = {}
     for _, obj in objects:
@@ -271,7 +272,7 @@ def _flat_table(path: Path, objects: list[tuple[int, dict[str, Any]]], limits: L
         for key, value in obj.items():
             i = index[key]
             try:
-                values[i] = as_text(value)
+                values[i] = as_text(value, decimal)
             except BadValue as exc:
                 problems = problems or {}
                 problems[i] = str(exc)
@@ -392,7 +393,10 @@ def _flatten_withholdings(flat: _Flat, value: Any, label: str) -> None:
         if not isinstance(tax, dict):
             flat.problem(where, "must be an object")
             continue
-        code = str(tax.get("code", "")).strip()
+        raw_code = tax.get("code", "")
+        code = "" if isinstance(raw_code, bool) else str(raw_code).strip()
+        if code.isdigit() and len(code) == 1:  # 6 or "6": the code 06
+            code = code.zfill(2)
         if code not in WITHHOLDING_CODES:
             flat.problem(
                 f"{where}.code",
@@ -407,4 +411,7 @@ def _flatten_withholdings(flat: _Flat, value: Any, label: str) -> None:
         if extra:
             flat.problem(where, f"has unknown key(s) {sorted(extra)}")
         rate = tax.get("withholding_tax_rate", tax.get("rate"))
+        if rate is None or (isinstance(rate, str) and not rate.strip()):
+            flat.problem(f"{where}.withholding_tax_rate", "is required (the withholding rate, e.g. 2.50)")
+            continue
         flat.put(name, rate, f"{where}.withholding_tax_rate")

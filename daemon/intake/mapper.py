@@ -21,7 +21,7 @@ from daemon.intake.lookups import Lookups
 from daemon.intake.parse import BadValue, TextParser, as_text
 from daemon.intake.profile import MappingProfile
 from daemon.intake.rows import ROW_PROBLEM, RowError, SourceRow, Table, input_error
-from daemon.money import round2
+from daemon.money import nit_check_digit, round2
 
 __all__ = ["MISSING", "Draft", "Mapper", "merged_defaults"]
 
@@ -31,6 +31,8 @@ _PRIORITY = {"built-in": 0, "settings": 1, "profile": 2}
 _MAX_WARNINGS = 50
 _MEMO_MAX = 200_000
 _HUNDRED = Decimal(100)
+_ESCAPED = frozenset("=+-@")
+"""After a leading apostrophe: how Odoo and spreadsheets keep such text from being a formula."""
 
 
 class _Missing:
@@ -175,11 +177,13 @@ class Mapper:
         self.native = native
         self.extras = extras or {}
         self.warnings: list[str] = []
+        self._held: dict[Any, list[RowError]] = {}
+        """Errors of rows without a reference code, held against the invoice just above them."""
         read = profile.read if profile else None
-        self.parser = TextParser(
-            decimal=read.decimal if read else ".",
-            thousands=read.thousands if read else "",
-            date_format=read.date_format if read else None,
+        self.parser = TextParser(  # native v1 JSON is canonical whatever the profile says
+            decimal=read.decimal if read and not native else ".",
+            thousands=read.thousands if read and not native else "",
+            date_format=read.date_format if read and not native else None,
             lookups=lookups,
         )
         self.plain = TextParser(lookups=lookups)
@@ -330,6 +334,8 @@ class Mapper:
             text = raw.strip()
             if not text:
                 return MISSING
+            if text[0] == "'" and len(text) > 1 and text[1] in _ESCAPED:
+                text = text[1:]  # a spreadsheet's formula escape ('+57 300..., '=SUM as text)
             try:
                 if vmap:
                     hit = vmap.get(normalise_header(text))
@@ -405,6 +411,7 @@ class Mapper:
                 data.update(self.extras[ref])
             for i in hidx:
                 errors.extend(head_problems.get(i, ()))
+            errors.extend(self._held.get(ref, ()))
             for k, i in enumerate(iidx):
                 errs = row_errors.get(i)
                 if errs:
@@ -449,12 +456,33 @@ class Mapper:
                 continue
             if fill_down and last is not None:
                 groups[last].append(i)
-            else:
-                loose.append(
+                continue
+            errors = self._problem_errors(table, row) if row.problems else []
+            if ref_idx in (row.problems or {}):
+                pass  # the reference cell's own problem (a merged cell) says why it is empty
+            elif last is None:
+                errors.insert(
+                    0,
                     self._error(
                         table, row, ref_idx, "reference_code is empty: every row must name its invoice"
-                    )
+                    ),
                 )
+            else:
+                errors.insert(
+                    0,
+                    self._error(
+                        table,
+                        row,
+                        ref_idx,
+                        f"reference_code is empty: this row follows invoice {last!r}, which is held back "
+                        "so that it is not issued without a line; repeat the reference code on every row "
+                        "(or set [read] fill_down = true in the profile)",
+                    ),
+                )
+            if last is None:
+                loose.extend(errors)
+            else:  # a line of the invoice above, most likely: never issue that invoice without it
+                self._held.setdefault(last, []).extend(errors)
         return groups
 
     def _column(
@@ -703,23 +731,28 @@ class Mapper:
         if not number.isdigit() or (dv and not (dv.isdigit() and len(dv) == 1)):
             return  # left as is: the validator reports it as not digits-only
         customer["identification"] = number
-        if dv:
-            given = customer.get("dv")
-            if given is None:
-                customer["dv"] = dv
-            elif str(given) != dv:
-                slot = self._slot_by_path[("customer", "identification")]
-                col = slot.cols[0] if slot.cols else None
-                errors.append(
-                    self._error(
-                        self.head_table,
-                        row,
-                        col.index if col else None,
-                        f"customer.identification carries DV {dv} but customer.dv is {given}",
-                        ident,
-                    )
-                )
-                errored.add(("customer", "dv"))
+        if not dv:
+            return
+        given = customer.get("dv")
+        if given is None:
+            customer["dv"] = dv
+            try:
+                expected = str(nit_check_digit(number))
+            except ValueError:
+                return  # too long for a NIT: the validator says so
+            if dv == expected:
+                return
+            message = (
+                f"customer.identification carries DV {dv}, but the check digit of NIT {number} is {expected}"
+            )
+        elif str(given) != dv:
+            message = f"customer.identification carries DV {dv} but customer.dv is {given}"
+        else:
+            return
+        slot = self._slot_by_path[("customer", "identification")]
+        col = slot.cols[0] if slot.cols else None
+        errors.append(self._error(self.head_table, row, col.index if col else None, message, ident))
+        errored.add(("customer", "dv"))
 
     @staticmethod
     def _loc(slot: _Slot) -> tuple[Any, ...]:

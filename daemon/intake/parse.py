@@ -27,7 +27,8 @@ _ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.
 _FALLBACK_DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d")
 _SERIAL = re.compile(r"(\d{1,7})(?:\.\d+)?")
 _EXCEL_EPOCH = date(1899, 12, 30)
-_MAX_SERIAL = 2_958_465  # 9999-12-31
+_MIN_YEAR, _MAX_YEAR = 1900, 2199
+_MAX_SERIAL = (date(_MAX_YEAR, 12, 31) - _EXCEL_EPOCH).days
 _TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?")
 
 
@@ -35,19 +36,30 @@ class BadValue(ValueError):
     """Raised by a parser: the text cannot be read as the column's kind (message is user-facing)."""
 
 
-def as_text(value: Any) -> str:
-    """Text form of a TOML/JSON scalar (a profile default, a value-map target, a JSON value)."""
+def as_text(value: Any, decimal: str = ".") -> str:
+    """Text form of a TOML/JSON scalar (a profile default, a value-map target, a JSON value).
+
+    A fractional number is written with ``decimal`` as its separator (never with thousands), so
+    that it reads back exactly under a profile whose numbers use a decimal comma.
+    """
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
-        return format(value, "f")
+        text = format(value, "f")
+        return text.replace(".", decimal) if decimal != "." else text
     if isinstance(value, float):
-        return repr(value)
+        return repr(value).replace(".", decimal) if decimal != "." else repr(value)
     if isinstance(value, str | int):
         return str(value)
     raise BadValue(f"expected a single value, got a {type(value).__name__}")
+
+
+def _plausible(day: date) -> date:
+    if not _MIN_YEAR <= day.year <= _MAX_YEAR:
+        raise ValueError(f"year {day.year} is out of range")
+    return day
 
 
 class TextParser:
@@ -94,6 +106,11 @@ class TextParser:
             return self.boolean(text)
         if kind == "flag":
             return 1 if self.boolean(text) else 0
+        if kind in ("municipality", "unit") and "." in text:
+            m = _FLOATY_INT.fullmatch(text)  # 5001.0 from a spreadsheet: the code 5001
+            if m:
+                self.repaired[text] = m.group(1)
+                text = m.group(1)
         if kind == "municipality":
             found = self.lookups.municipality_id(text)
             if found is None:
@@ -127,19 +144,39 @@ class TextParser:
         return text
 
     def _number_text(self, text: str) -> str:
+        """The number in plain ``[-]digits[.digits]`` form, separators checked, else BadValue."""
         s = text
         if s.startswith("$"):
             s = s[1:]
         if " " in s or "\u00a0" in s:
             s = s.replace(" ", "").replace("\u00a0", "")
-        if self.thousands and self.thousands in s:
-            s = s.replace(self.thousands, "")
-        if self.decimal == "," and "," in s:
-            s = s.replace(",", ".")
-        return s
+        sign = ""
+        if s[:1] in ("+", "-"):
+            sign, s = s[0], s[1:]
+        dec, th = self.decimal, self.thousands
+        whole, point, frac = s.partition(dec)
+        if th and th in whole:
+            groups = whole.split(th)
+            if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
+                raise BadValue(
+                    f"has a thousands separator '{th}' that does not split groups of three digits "
+                    f"(this file's numbers use '{dec}' for decimals and '{th}' for thousands)"
+                )
+            whole = "".join(groups)
+        if dec == "," and ("." in whole or "." in frac):
+            # a dot is not this file's decimal separator: 1.234 could mean 1234 or 1.234
+            raise BadValue(
+                "has a '.' but this file's numbers use ',' for decimals"
+                + (f" and '{th}' for thousands" if th else " and no thousands separator")
+            )
+        return f"{sign}{whole}.{frac}" if point else sign + whole
 
     def decimal_value(self, text: str) -> Decimal:
-        """A number with the profile's separators, as an exact Decimal."""
+        """A number with the profile's separators, as an exact Decimal.
+
+        A thousands separator must split groups of three digits, and with a decimal comma a dot is
+        refused: a misplaced separator would otherwise scale the amount by 10, 100 or 1000.
+        """
         s = self._number_text(text)
         if not _NUMBER.fullmatch(s):
             if _SCIENTIFIC.fullmatch(text):
@@ -181,14 +218,20 @@ class TextParser:
         return text
 
     def date_value(self, text: str) -> date:
-        """ISO dates always; Excel serial numbers; else the profile's ``date_format``; else
-        dd/mm/yyyy, dd-mm-yyyy, yyyy/mm/dd (Colombian day-first order, parsed strictly)."""
+        """ISO dates always; the profile's ``date_format``; Excel serial numbers; else dd/mm/yyyy,
+        dd-mm-yyyy, yyyy/mm/dd (Colombian day-first order, parsed strictly). Years outside
+        1900-2199 are refused (a two-digit year read by ``%Y`` would be year 26)."""
         m = _ISO_DATE.fullmatch(text)
         if m:
             try:
-                return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                return _plausible(date(int(m.group(1)), int(m.group(2)), int(m.group(3))))
             except ValueError:
                 raise BadValue("is not a valid calendar date") from None
+        if self.date_format:
+            try:
+                return _plausible(datetime.strptime(text, self.date_format).date())
+            except ValueError:
+                pass
         m = _SERIAL.fullmatch(text)
         if m:
             serial = int(m.group(1))
@@ -196,14 +239,14 @@ class TextParser:
                 return _EXCEL_EPOCH + timedelta(days=serial)
             if 1 <= serial <= 60:  # Excel's fictitious 1900-02-29 shifts the first 60 days by one
                 return _EXCEL_EPOCH + timedelta(days=serial + 1)
-        formats = (self.date_format,) if self.date_format else _FALLBACK_DATE_FORMATS
-        for fmt in formats:
-            try:
-                return datetime.strptime(text, fmt).date()
-            except ValueError:
-                continue
+        if not self.date_format:
+            for fmt in _FALLBACK_DATE_FORMATS:
+                try:
+                    return _plausible(datetime.strptime(text, fmt).date())
+                except ValueError:
+                    continue
         expected = self.date_format or "YYYY-MM-DD or DD/MM/YYYY"
-        raise BadValue(f"is not a date in the format {expected}")
+        raise BadValue(f"is not a date in the format {expected} (years {_MIN_YEAR}-{_MAX_YEAR})")
 
     @staticmethod
     def time_value(text: str) -> time:

@@ -171,7 +171,7 @@ def _read(
         _filter(file, [book.head] + ([book.items] if book.items else []), profile, warnings)
         mappers.append(mapper(book.head, book.items))
     elif suffix in JSON_SUFFIXES:
-        content = read_json(path, limits=limits)
+        content = read_json(path, limits=limits, decimal=read.decimal if read else ".")
         if content.native is not None:
             mappers.append(mapper(content.native, native=True, extras=content.extras))
         if content.flat is not None:
