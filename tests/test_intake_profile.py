@@ -198,3 +198,50 @@ class TestShipped:
             (119000, "19.00", 2),
             (262500, "5.00", 1),
         ]
+
+
+class TestMultiValueCells:
+    def test_odoo_tax_list_sets_rate_withholding_and_exclusion(self, tmp_path: Path) -> None:
+        """Odoo's tax_ids cell lists several taxes: each is mapped, to the rate, a withholding or the
+        exclusion flag; an unknown tax in the list is an error at that cell."""
+        path = tmp_path / "Facturas (account.move).csv"
+        head = (
+            '"name","partner_id","partner_id/l10n_latam_identification_type_id","partner_id/vat",'
+            '"invoice_line_ids/product_id/default_code","invoice_line_ids/name","invoice_line_ids/quantity",'
+            '"invoice_line_ids/price_unit","invoice_line_ids/tax_ids"\n'
+        )
+        path.write_text(
+            head + '"FEV/1","Juan Pérez","Cédula de ciudadanía","1399991","SRV","Servicio","1","100000.00",'
+            '"IVA Ventas 19%,RteFte -2.50% Ventas"\n'
+            '"","","","","X","Excluido","1","5000.00","IVA Excluido"\n'
+            '"FEV/2","Juan Pérez","Cédula de ciudadanía","1399991","SRV","Servicio","1","100.00",'
+            '"IVA Ventas 19%,Impuesto raro"\n',
+            encoding="utf-8",
+        )
+        result = read_invoices(
+            path, settings=Settings(), lookups=Lookups.builtin(), profiles=load_profiles(PROFILES)
+        )
+        [error] = result.errors
+        assert (error.row, error.column, error.reference_code) == (4, "invoice_line_ids/tax_ids", "FEV/2")
+        assert "Impuesto raro" in error.message
+        [invoice] = result.invoices
+        items = json.loads(invoice.payload_json())["items"]
+        assert (items[0]["price"], items[0]["tax_rate"], items[0]["is_excluded"]) == (119000, "19.00", 0)
+        assert items[0]["withholding_taxes"] == [{"code": "06", "withholding_tax_rate": 2.5}]
+        assert (items[1]["price"], items[1]["tax_rate"], items[1]["is_excluded"]) == (5000, "0.00", 1)
+
+    @pytest.mark.parametrize(
+        ("section", "match"),
+        [
+            ({"values": {"item.tax_rate": {"X": {"item.nope": 1}}}}, "unknown canonical column 'item.nope'"),
+            ({"values": {"item.tax_rate": {"X": {"customer.email": "a"}}}}, "not a item-level column"),
+            ({"values": {"item.tax_rate": {"X": {}}}}, "table of columns is empty"),
+            ({"values": {"item.tax_rate": {"X": {"item.is_excluded": 1.5}}}}, "must be a string"),
+            ({"split": {"item.tax_rate": ""}}, "separator of 1 to 3 characters"),
+            ({"split": {"item.nope": ","}}, "unknown canonical column"),
+        ],
+    )
+    def test_bad_multi_targets_and_splits_are_refused(self, section: dict[str, Any], match: str) -> None:
+        """Each mistake in a several-column value map or a [split] is a configuration error."""
+        with pytest.raises(ConfigError, match=match):
+            MappingProfile.from_dict({"profile": {"name": "m"}, **section})

@@ -96,6 +96,18 @@ class _Slot:
         return self.names[0]
 
 
+def _picker(parts: _Memo, name: str, *, report: bool) -> Callable[[str], Any]:
+    """One column's value out of a multi-target cell (see :meth:`Mapper._expand`)."""
+
+    def pick(raw: str) -> Any:
+        found = parts[raw]
+        if type(found) is _Bad:
+            return found if report else MISSING
+        return found.get(name, MISSING)
+
+    return pick
+
+
 def merged_defaults(
     settings_defaults: Mapping[str, Any], profile: MappingProfile | None, warnings: list[str]
 ) -> dict[str, tuple[Any, str]]:
@@ -293,6 +305,7 @@ class Mapper:
             cols = item_cols if spec.level == "item" else head_cols
             if spec.name in cols:
                 slot.cols.append(_Column(spec.name, cols[spec.name], _Memo(self._converter(spec))))
+        self._expand(by_path, head_cols, item_cols)
         for path, slot in by_path.items():
             best: tuple[int, str] | None = None
             for name in slot.names:
@@ -308,6 +321,72 @@ class Mapper:
                 continue
             self._slot_by_path[path] = slot
             (self.item_slots if slot.level == "item" else self.head_slots).append(slot)
+
+    def _expand(
+        self, by_path: dict[tuple[str, ...], _Slot], head_cols: dict[str, int], item_cols: dict[str, int]
+    ) -> None:
+        """Let one file column feed several slots: value maps with several targets, ``[split]`` cells.
+
+        The source column's own slot reports its cell's errors; the other slots read the same cell
+        through the same parse (memoised once per distinct cell) and stay silent on a bad one.
+        """
+        if self.profile is None:
+            return
+        for name in sorted(set(self.profile.split) | set(self.profile.values)):
+            vmap = self.profile.values.get(name, {})
+            targets = {t for v in vmap.values() if isinstance(v, dict) for t in v}
+            if name not in self.profile.split and not targets:
+                continue
+            spec = FIELDS[name]
+            cols = item_cols if spec.level == "item" else head_cols
+            if name not in cols:
+                continue
+            index = cols[name]
+            parts = _Memo(self._parts_converter(spec))
+            own = by_path[self._path_of(spec)]
+            for col in own.cols:
+                if col.canonical == name:
+                    col.memo = _Memo(_picker(parts, name, report=True))
+            for target in sorted(targets - {name}):
+                slot = by_path[self._path_of(FIELDS[target])]
+                slot.cols.append(_Column(target, index, _Memo(_picker(parts, target, report=False))))
+
+    def _parts_converter(self, spec: FieldSpec) -> Callable[[str], Any]:
+        """raw cell -> {canonical column: value} (or _Bad) for a multi-target or split column."""
+        assert self.profile is not None
+        vmap = self.profile.values.get(spec.name, {})
+        separator = self.profile.split.get(spec.name)
+        parse = self.parser.parse
+        plain = self.plain.parse
+        name = spec.name
+
+        def convert(raw: str) -> Any:
+            text = raw.strip()
+            pieces = [p.strip() for p in text.split(separator)] if separator else [text]
+            out: dict[str, Any] = {}
+            try:
+                for piece in pieces:
+                    if not piece:
+                        continue
+                    hit = vmap.get(normalise_header(piece))
+                    found = (
+                        {k: plain(FIELDS[k].kind, as_text(v), k) for k, v in hit.items()}
+                        if isinstance(hit, dict)
+                        else {
+                            name: plain(spec.kind, as_text(hit), name)
+                            if hit is not None
+                            else parse(spec.kind, piece, name)
+                        }
+                    )
+                    for key, value in found.items():
+                        if key in out and out[key] != value:
+                            return _Bad(f"lists two values for {key} ({piece!r} and an earlier one)")
+                        out[key] = value
+            except BadValue as exc:
+                return _Bad(f"{exc} (in {piece!r})" if separator and len(pieces) > 1 else str(exc))
+            return out
+
+        return convert
 
     @staticmethod
     def _path_of(spec: FieldSpec) -> tuple[str, ...]:

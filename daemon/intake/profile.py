@@ -10,6 +10,10 @@ A profile is ``config/profiles/<name>.toml``::
     [columns]   "header in the file" = "canonical column"
     [defaults]  "canonical column" = value            (when the column is missing or blank)
     [values."canonical column"]  "value in the file" = value   (value maps)
+                "value in the file" = { "canonical" = value, ... }   (sets several columns: "IVA
+                Excluido" = { "item.tax_rate" = "0.00", "item.is_excluded" = 1 })
+    [split]     "canonical column" = "separator"   (a cell lists several values, each mapped:
+                "IVA Ventas 19%,RteFte -2.50% Ventas" -> tax rate and withholding 06)
 
 Headers and value-map keys match after trimming, case folding and accent removal. A profile is
 chosen explicitly, by the ``inbox/<name>/`` folder a file sits in, or by its ``match`` globs.
@@ -31,7 +35,7 @@ from daemon.intake.filters import RowFilter, parse_filter
 
 __all__ = ["MappingProfile", "ReadOptions", "load_profile", "load_profiles", "select_profile"]
 
-_SECTIONS = {"profile", "read", "transform", "filter", "columns", "defaults", "values"}
+_SECTIONS = {"profile", "read", "transform", "filter", "columns", "defaults", "values", "split"}
 _READ_KEYS = {
     "encoding",
     "delimiter",
@@ -78,6 +82,9 @@ class MappingProfile:
     columns: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Value maps; a target is a scalar for the column itself or a dict canonical column -> value."""
+    split: dict[str, str] = field(default_factory=dict)
+    """Canonical column -> the separator of the several values one of its cells may list."""
     prices_include_tax: bool = True
     filters: tuple[RowFilter, ...] = ()
     source: Path | None = None
@@ -144,10 +151,22 @@ class MappingProfile:
                 raise bad(f'[values."{canonical}"] must be a table of "file value" = value')
             vm: dict[str, Any] = {}
             for key, value in mapping.items():
-                if not isinstance(value, str | int | bool) or isinstance(value, float):
-                    raise bad(f'[values."{canonical}"] {key!r} must map to a string, integer or boolean')
+                if isinstance(value, dict):
+                    value = _multi_target(canonical, key, value, bad)
+                elif not isinstance(value, str | int | bool) or isinstance(value, float):
+                    raise bad(
+                        f'[values."{canonical}"] {key!r} must map to a string, integer, boolean or a '
+                        "table of canonical columns"
+                    )
                 vm[normalise_header(key)] = value
             values[canonical] = vm
+        split: dict[str, str] = {}
+        for canonical, separator in _table(data, "split", bad).items():
+            if not _known(canonical):
+                raise bad(f"[split] unknown canonical column {canonical!r}")
+            if not isinstance(separator, str) or not separator or len(separator) > 3 or separator.isspace():
+                raise bad(f"[split] {canonical!r} must be a separator of 1 to 3 characters, e.g. ','")
+            split[canonical] = separator
         return cls(
             name=pname.strip(),
             match=tuple(match),
@@ -155,10 +174,27 @@ class MappingProfile:
             columns=columns,
             defaults=defaults,
             values=values,
+            split=split,
             prices_include_tax=include_tax,
             filters=filters,
             source=source,
         )
+
+
+def _multi_target(canonical: str, key: str, targets: dict[str, Any], bad: Any) -> dict[str, Any]:
+    """Check a value-map target that sets several canonical columns of the same level."""
+    where = f'[values."{canonical}"] {key!r}'
+    if not targets:
+        raise bad(f"{where}: the table of columns is empty")
+    level = FIELDS[canonical].level
+    for name, value in targets.items():
+        if not _known(name):
+            raise bad(f"{where}: unknown canonical column {name!r}")
+        if FIELDS[name].level != level:
+            raise bad(f"{where}: {name!r} is not a {level}-level column like {canonical!r}")
+        if not isinstance(value, str | int | bool) or isinstance(value, float):
+            raise bad(f"{where}: {name!r} must be a string, integer or boolean")
+    return dict(targets)
 
 
 def _known(canonical: str) -> bool:
