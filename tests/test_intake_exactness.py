@@ -208,3 +208,16 @@ class TestLocations:
         assert payload(result, "W2")["items"][0]["withholding_taxes"] == [
             {"code": "06", "withholding_tax_rate": 2.5}
         ]
+
+
+def test_a_siigo_branch_suffix_is_not_a_dv(tmp_path: Path) -> None:
+    """Siigo Pyme writes NIT 79421317 as '0000079421317-000': the branch goes, the DV is computed."""
+    header = ["reference_code", "customer.identification_document_id", "customer.identification",
+              "customer.company", "item.code_reference", "item.name", "item.quantity", "item.price",
+              "item.tax_rate"]  # fmt: skip
+    rows = [["S1", "6", "0000079421317-000", "ACME", "A", "B", "1", "10", "19"]]
+    result = read(csv_lines(tmp_path / "s.csv", rows, header=header))
+    assert result.errors == []
+    customer = payload(result, "S1")["customer"]
+    assert (customer["identification"], customer["dv"]) == ("79421317", "3")
+    assert any("Siigo branch" in w for w in result.warnings)

@@ -807,6 +807,10 @@ class Mapper:
         if "." not in ident and "-" not in ident and " " not in ident:
             return
         number, _, dv = ident.replace(".", "").replace(" ", "").partition("-")
+        if number.isdigit() and len(dv) == 3 and dv.isdigit() and number.startswith("0"):
+            # Siigo Pyme: NIT zero-padded to 13 digits + '-' + a 3-digit branch (sucursal), no DV
+            self._warn(f"{ident!r} read as NIT {number.lstrip('0')} (the '-{dv}' is a Siigo branch code)")
+            number, dv = number.lstrip("0") or "0", ""
         if not number.isdigit() or (dv and not (dv.isdigit() and len(dv) == 1)):
             return  # left as is: the validator reports it as not digits-only
         customer["identification"] = number
