@@ -326,3 +326,154 @@ class TestHelpAndFormatting:
         assert lines[2].startswith("x y ")
         assert lines[2].endswith("  5.00  05001") and lines[3].endswith("123.45  11001")
         assert "…" in lines[3]
+
+
+class TestHostileArguments:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ("invoice", "delete", ""),
+            ("invoice", "show", ""),
+            ("invoice", "show", "   "),
+            ("invoice", "pdf", ""),
+            ("invoice", "xml", ""),
+            ("invoice", "events", ""),
+            ("invoice", "email", "", "--to", "a@example.com"),
+            ("invoice", "show", ".."),
+            ("invoice", "show", "."),
+            ("invoice", "show", "SETP1/.."),
+            ("invoice", "pdf", "../../v1/bills"),
+            ("invoice", "delete", ".."),
+        ],
+    )
+    def test_bad_path_values_are_usage_errors(
+        self, run: Run, emu: EmulatorServer, argv: tuple[str, ...]
+    ) -> None:
+        """Empty, dot-only or slashed numbers/references exit 2 with one line and reach no route."""
+        code, out, err = run(*argv)
+        assert code == 2, (out, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert err.startswith("factus-daemon: error: ")
+        routes = emu.snapshot()["requests"]["by_route"]
+        assert not [r for r in routes if r != "POST /oauth/token"], routes
+
+    def test_client_refuses_dot_segments(self, env: dict[str, str], emu: EmulatorServer) -> None:
+        """The client never turns user input into another route."""
+        with FactusClient.from_settings(load_settings().factus) as client:
+            for bad in ("", ".", "..", "a/b", "a\\b"):
+                with pytest.raises(ValueError):
+                    client.show_bill(bad)
+        assert emu.snapshot()["requests"]["total"] == 0
+
+    def test_reference_with_slash_is_percent_encoded_for_delete(self, run: Run, emu: EmulatorServer) -> None:
+        """A reference code may contain '/': delete sends it as one encoded segment."""
+        emu.set_faults({"dian_timeout": 1})
+        make_bill("REF/2025/1")
+        code, out, err = run("invoice", "delete", "REF/2025/1")
+        assert code == 0 and "eliminado" in out, err
+
+
+class TestExactReference:
+    def test_list_by_reference_is_exact(self, run: Run, emu: EmulatorServer) -> None:
+        """--reference-code CLI-1 does not list CLI-10 or CLI-11 (the server filter is partial)."""
+        for ref in ("CLI-1", "CLI-10", "CLI-11"):
+            make_bill(ref)
+        code, out, _ = run("invoice", "list", "--reference-code", "CLI-1")
+        assert code == 0
+        refs = [line.split()[1] for line in out.splitlines()[2:] if line.startswith("SETP")]
+        assert refs == ["CLI-1"]
+        code, out, _ = run("invoice", "list", "--reference-code", "CLI-1", "--json")
+        page = json.loads(out)
+        assert [i["reference_code"] for i in page["items"]] == ["CLI-1"] and page["total"] == 1
+        code, out, _ = run("invoice", "list", "--reference-code", "CLI-")
+        assert code == 0 and "no bills match" in out
+
+
+class TestExitCodes:
+    def test_output_is_an_existing_file_exit_2(self, run: Run, emu: EmulatorServer, tmp_path: Path) -> None:
+        """-o pointing at a regular file is a usage error (exit 2)."""
+        number = make_bill("CLI-O-1")
+        target = tmp_path / "file.pdf"
+        target.write_bytes(b"x")
+        code, _, err = run("invoice", "pdf", number, "-o", str(target))
+        assert code == 2 and "not a folder" in err and "Traceback" not in err
+        assert target.read_bytes() == b"x"
+
+    def test_output_folder_is_created_or_fails_cleanly(
+        self, run: Run, emu: EmulatorServer, tmp_path: Path
+    ) -> None:
+        """Missing output folders are created; a folder that cannot be created exits 2 cleanly."""
+        number = make_bill("CLI-O-2")
+        code, out, _ = run("invoice", "xml", number, "-o", str(tmp_path / "a" / "b"))
+        assert code == 0 and Path(out.strip()).parent == tmp_path / "a" / "b"
+        (tmp_path / "blocker").write_bytes(b"x")
+        code, _, err = run("invoice", "xml", number, "-o", str(tmp_path / "blocker" / "sub"))
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    @pytest.mark.parametrize("url", ["not-a-url", "ftp://127.0.0.1/x", "http://", "http:///v1"])
+    def test_bad_base_url_is_configuration_error(
+        self, run: Run, monkeypatch: pytest.MonkeyPatch, emu: EmulatorServer, url: str
+    ) -> None:
+        """A FACTUS_BASE_URL that is not an http(s) URL exits 2 at once (no retries) naming the variable."""
+        monkeypatch.setenv("FACTUS_BASE_URL", url)
+        code, _, err = run("auth", "login")
+        assert code == 2 and "FACTUS_BASE_URL" in err and "Traceback" not in err
+
+
+class TestDisplay:
+    def _rejected_number(self, emu: EmulatorServer) -> str:
+        emu.set_faults({"reject_references": {"CLI-REJ": "FAK24"}})
+        with FactusClient.from_settings(load_settings().factus) as client:
+            payload = copy.deepcopy(INVOICE)
+            payload["reference_code"] = "CLI-REJ"
+            assert client.create_bill(payload).kind == "rejected"
+        number: str = emu.snapshot()["pending"][0]["number"]
+        return number
+
+    def test_rejected_bill_is_labelled_rejected(self, run: Run, emu: EmulatorServer) -> None:
+        """A DIAN-rejected bill (status 0 + Rechazo) shows as rejected, a DIAN-pending one as pending."""
+        number = self._rejected_number(emu)
+        code, out, _ = run("invoice", "list")
+        row = next(line for line in out.splitlines() if line.startswith(number))
+        assert code == 0 and "rejected" in row.split()
+        code, out, _ = run("invoice", "show", number)
+        assert code == 0
+        assert [line.split()[1] for line in out.splitlines() if line.startswith("status")] == ["rejected"]
+        run("invoice", "delete", "CLI-REJ")
+        emu.set_faults({"dian_timeout": 1})
+        pending = make_bill("CLI-PEND")
+        code, out, _ = run("invoice", "list")
+        assert "pending" in next(line for line in out.splitlines() if line.startswith(pending)).split()
+
+    def test_show_lists_surcharges_and_withholdings(self, run: Run, emu: EmulatorServer) -> None:
+        """invoice show prints the document surcharges and withholdings, so the lines add up to the total."""
+        payload = copy.deepcopy(INVOICE)
+        payload["items"][0]["withholding_taxes"] = [{"code": "06", "withholding_tax_rate": "4.00"}]
+        number = make_bill(
+            "CLI-SHOW-AC",
+            items=payload["items"],
+            allowance_charges=[
+                {
+                    "concept_type": "03",
+                    "is_surcharge": True,
+                    "reason": "Propina",
+                    "base_amount": "23800.00",
+                    "amount": "2380.00",
+                }
+            ],
+        )
+        code, out, _ = run("invoice", "show", number)
+        assert code == 0
+        assert "surcharge amount" in out and "2380.00" in out and "Propina" in out
+        assert "withholdings" in out.lower() and "800.00" in out  # 4 % of 20000.00
+        assert "26180.00" in out
+
+    def test_refresh_refused_says_it_signed_in_again(self, run: Run, emu: EmulatorServer) -> None:
+        """auth refresh tells the truth when the refresh grant was refused and it fell back to login."""
+        assert run("auth", "login")[0] == 0
+        emu.set_faults({"reject_refresh": 1})
+        code, out, _ = run("auth", "refresh")
+        assert code == 0
+        assert "token refreshed" not in out and "signed in again" in out
+        code, out, _ = run("auth", "refresh", "--json")
+        assert code == 0 and json.loads(out)["grant"] == "refresh_token"

@@ -23,6 +23,7 @@ from daemon.errors import (
     TransientError,
 )
 from daemon.factus import FactusClient, RateLimiter, classify_bill_response
+from daemon.factus.client import PathSegmentError
 from daemon.settings import FactusSettings
 
 SECRET = "wire-client-secret"
@@ -356,11 +357,17 @@ class TestReads:
             client.show_bill("NOPE1")
 
     def test_path_segments_are_encoded(self, fake: FakeFactus, client: FactusClient) -> None:
-        """A number with slashes cannot reach another route."""
+        """A number with slashes or dot segments is refused; a reference code's slashes are encoded."""
+        for bad in ("../../oauth/token", "..", ".", "SETP1\\..", "SETP\n1"):
+            with pytest.raises(PathSegmentError):
+                client.show_bill(bad)
+        assert fake.requests == []
         with pytest.raises(NotFoundError):
-            client.show_bill("../../oauth/token")
+            client.delete_bill("../../oauth/token")
         raw = fake.requests[-1].url.raw_path.decode()
-        assert raw == "/v1/bills/show/..%2F..%2Foauth%2Ftoken"
+        assert raw == "/v1/bills/destroy/reference/..%2F..%2Foauth%2Ftoken"
+        with pytest.raises(PathSegmentError):
+            client.delete_bill("..")
 
     def test_empty_segment_refused(self, client: FactusClient) -> None:
         """An empty number is refused before any request."""

@@ -236,9 +236,10 @@ class TestValidate:
         )
         assert excluded["gross_value"] == "10000.00"
         bill = data["bill"]
+        # §3.4: the document gross_value is the taxable sum (excluded lines add their 0.00)
         assert (bill["taxable_amount"], bill["gross_value"], bill["tax_amount"]) == (
             "22689.08",
-            "32689.08",
+            "22689.08",
             "4310.92",
         )
         assert (bill["discount_amount"], bill["total"]) == ("1000.00", "36000.00")
@@ -406,8 +407,9 @@ class TestReads:
         content = api.get(f"/v1/bills/{number}/email-content").json()["data"]
         assert content["subject"] == f"900825759;FACTUS EMULADOR S.A.S.;{number};01;FACTUS EMULADOR S.A.S."
         with zipfile.ZipFile(io.BytesIO(base64.b64decode(content["attached_document"]))) as archive:
+            # the PDF and the AttachedDocument (DIAN names it "ad" + the same NIT/year/sequence)
             assert sorted(archive.namelist()) == sorted(
-                [pdf["file_name"] + ".pdf", pdf["file_name"] + ".xml"]
+                [pdf["file_name"] + ".pdf", "ad" + pdf["file_name"][2:] + ".xml"]
             )
         sent = api.post(f"/v1/bills/send-email/{number}", json={"email": "cliente@example.com"})
         assert sent.json() == {"status": "OK", "message": "Factura enviada al cliente con éxito"}

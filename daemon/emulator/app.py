@@ -138,7 +138,8 @@ def _parse_json(body: bytes) -> Any:
         return {}
     try:
         return json.loads(body.decode("utf-8"), parse_float=Decimal)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack (e.g. 100 000 "["): malformed too
         return None
 
 
@@ -288,7 +289,8 @@ class App:
             found = route.pattern.match(request.path)
             if not found:
                 continue
-            if route.method != request.method:
+            # HEAD is served by every GET route (the server then sends the headers only)
+            if route.method != request.method and not (request.method == "HEAD" and route.method == "GET"):
                 allowed.append(route.method)
                 continue
             return route, {k: urllib.parse.unquote(v) for k, v in found.groupdict().items()}
@@ -441,12 +443,21 @@ def _validate(app: App, request: Request, _params: dict[str, str]) -> Response:
         return App._failure(status, {})
     if state.faults.take_reset("before", reference, state.rng):
         return Response(0, reset=True)
+    # Create and render in one transaction: any exception undoes the bill, its number and the
+    # faults it consumed (the route answers 500 then, with nothing stored).
     try:
-        result = state.create(clean)
+        with state.transaction():
+            return _create_and_answer(app, clean)
     except RangeExhaustedError:
         return _validation_error(
             {"numbering_range_id": ["El rango de numeración no tiene consecutivos disponibles."]}
         )
+
+
+def _create_and_answer(app: App, clean: dict[str, Any]) -> Response:
+    state = app.state
+    reference = clean["reference_code"]
+    result = state.create(clean)
     stored = result.kind in ("validated", "dian_pending", "rejected")
     reset_after = stored and state.faults.take_reset("after", reference, state.rng)
     fail_after = None if reset_after or not stored else state.faults.take_failure_after_store(state.rng)

@@ -1,24 +1,32 @@
 """v1 invoice arithmetic (tax-inclusive prices), with Decimal only.
 
-Rules (contract §3.4), per item with ``L = price × quantity × (1 − discount_rate/100)``:
+Rules (contract §3.4), per item with ``L = price × quantity × (1 − discount_rate/100)`` kept
+unrounded (exact: the request bounds keep every product far inside the working precision):
 
-* ``total`` = L; ``taxable_amount`` = round2(L / (1 + tax_rate/100)); ``tax_amount`` = L − taxable;
-  ``gross_value`` = taxable; ``discount`` = round2(price × qty × discount_rate/100 / (1 + tax_rate/100)).
-* excluded items: tax 0, taxable 0.00, ``gross_value`` = L.
-* withholdings: ReteIVA (05) applies to the item's tax, ReteRenta (06) and ReteICA (07) to its taxable
-  base; they are reported but do not reduce the total.
+* ``total`` = round2(L); ``taxable_amount`` = round2(L / (1 + tax_rate/100)) computed from the
+  *unrounded* L, as the contract writes it; ``tax_amount`` = round2(L − taxable) (which equals
+  total − taxable, so the line always adds up); ``gross_value`` = taxable;
+  ``discount`` = round2(price × qty × discount_rate/100 / (1 + tax_rate/100)).
+* excluded items: tax 0, taxable 0.00, ``gross_value`` = round2(L).
+* withholdings: ReteIVA (05) applies to the item's (rounded) tax, ReteRenta (06) and ReteICA (07) to
+  its taxable base; they are reported but do not reduce the total.
 
-Document: ``taxable_amount`` = Σ item taxable, ``gross_value`` = Σ item gross value (equal to the
-taxable amount unless there are excluded items), ``tax_amount`` = Σ item tax, surcharges and
+Document: ``taxable_amount`` = Σ item taxable, ``tax_amount`` = Σ item tax, surcharges and
 discounts from ``allowance_charges`` (item discounts are not included), ``total`` = Σ item totals +
 surcharges − discounts.
+
+Document ``gross_value``: the contract (§3.4) says ``gross_value`` = ``taxable_amount`` = Σ item
+taxable, and none of its worked examples (§3.5, §3.6: no excluded item) contradicts it, so the
+document ``gross_value`` follows that rule even when excluded items exist (their taxable amount is
+0.00, so they add nothing). The UBL XML keeps DIAN's own definition, ``LineExtensionAmount`` = Σ line
+values (excluded lines included), in :attr:`BillTotals.line_extension_amount`, which the CUFE uses too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from daemon.catalog import PRODUCT_TRIBUTES
@@ -28,6 +36,9 @@ __all__ = ["AllowanceTotals", "BillTotals", "LineTotals", "Withholding", "comput
 
 _HUNDRED = Decimal(100)
 _ZERO = Decimal("0.00")
+# Working precision: the validated bounds (quantity < 10^9, amounts < 10^12) need at most ~30
+# significant digits per line; 80 leaves room for sums over many lines without any rounding.
+_PRECISION = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,7 @@ class BillTotals:
     lines: tuple[LineTotals, ...]
     allowances: tuple[AllowanceTotals, ...]
     gross_value: Decimal
+    line_extension_amount: Decimal
     taxable_amount: Decimal
     tax_amount: Decimal
     discount_amount: Decimal
@@ -92,26 +104,29 @@ def compute_line(
     withholdings: Sequence[tuple[str, Decimal]] = (),
 ) -> LineTotals:
     """Compute one v1 line (price includes its taxes)."""
-    gross = price * quantity
-    line = round2(gross * (1 - discount_rate / _HUNDRED))
-    tax_code = PRODUCT_TRIBUTES.get(tribute_id, ("01", "", ""))[0]
-    if is_excluded:
-        taxable, tax, gross_value = _ZERO, _ZERO, line
-        discount = round2(gross * discount_rate / _HUNDRED)
-    else:
-        divisor = 1 + tax_rate / _HUNDRED
-        taxable = round2(line / divisor)
-        tax = line - taxable
-        gross_value = taxable
-        discount = round2(gross * discount_rate / _HUNDRED / divisor)
-    held = []
-    for code, rate in withholdings:
-        base = tax if code == "05" else taxable
-        held.append(Withholding(code=code, rate=rate, value=round2(base * rate / _HUNDRED)))
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        gross = price * quantity
+        exact_line = gross * (1 - discount_rate / _HUNDRED)  # L, unrounded (contract §3.4)
+        line = round2(exact_line)
+        tax_code = PRODUCT_TRIBUTES.get(tribute_id, ("01", "", ""))[0]
+        if is_excluded:
+            taxable, tax, gross_value = _ZERO, _ZERO, line
+            discount = round2(gross * discount_rate / _HUNDRED)
+        else:
+            divisor = 1 + tax_rate / _HUNDRED
+            taxable = round2(exact_line / divisor)
+            tax = round2(exact_line - taxable)
+            gross_value = taxable
+            discount = round2(gross * discount_rate / _HUNDRED / divisor)
+        held = []
+        for code, rate in withholdings:
+            base = tax if code == "05" else taxable
+            held.append(Withholding(code=code, rate=rate, value=round2(base * rate / _HUNDRED)))
     return LineTotals(
         total=line,
         taxable_amount=taxable,
-        tax_amount=round2(tax),
+        tax_amount=tax,
         gross_value=gross_value,
         discount=discount,
         tax_rate=tax_rate,
@@ -129,6 +144,14 @@ def compute_bill(
     items: Sequence[Mapping[str, Any]], allowance_charges: Sequence[Mapping[str, Any]] = ()
 ) -> BillTotals:
     """Compute every line and the document totals of a (validated) v1 bill payload."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        return _compute_bill(items, allowance_charges)
+
+
+def _compute_bill(
+    items: Sequence[Mapping[str, Any]], allowance_charges: Sequence[Mapping[str, Any]]
+) -> BillTotals:
     lines: list[LineTotals] = []
     for item in items:
         raw_withholdings = item.get("withholding_taxes") or []
@@ -174,7 +197,9 @@ def compute_bill(
     return BillTotals(
         lines=tuple(lines),
         allowances=tuple(allowances),
-        gross_value=sum((line.gross_value for line in lines), _ZERO),
+        # contract §3.4: gross_value = taxable_amount = Σ item taxable (see the module docstring)
+        gross_value=sum((line.taxable_amount for line in lines), _ZERO),
+        line_extension_amount=sum((line.gross_value for line in lines), _ZERO),
         taxable_amount=sum((line.taxable_amount for line in lines), _ZERO),
         tax_amount=sum((line.tax_amount for line in lines), _ZERO),
         discount_amount=discount,

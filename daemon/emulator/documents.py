@@ -1,4 +1,5 @@
-"""The files a bill downloads as: a small hand-written PDF 1.4 and a UBL 2.1 Invoice XML.
+"""The files a bill downloads as: a small hand-written PDF 1.4, a UBL 2.1 Invoice XML and the DIAN
+``AttachedDocument`` container (the XML of the e-mail ZIP) wrapping that invoice.
 
 The PDF uses the built-in Helvetica font with WinAnsi encoding and uncompressed content streams, so
 any reader opens it and its text (number, CUFE, customer, lines, totals) can be found in the bytes.
@@ -21,7 +22,7 @@ from daemon.emulator.state import COMPANY, DIAN_ENVIRONMENT, QR_BASE, Bill, Numb
 from daemon.emulator.tables import Tables
 from daemon.money import fmt2
 
-__all__ = ["email_zip", "file_name", "render_pdf", "render_xml", "text_pdf"]
+__all__ = ["email_zip", "file_name", "render_attached_document", "render_pdf", "render_xml", "text_pdf"]
 
 _LINES_PER_PAGE = 60
 _FONT_SIZE = 9
@@ -155,6 +156,11 @@ class _Xml:
             return
         value = fmt2(text) if isinstance(text, Decimal) else str(text)
         self.parts.append(f"<{tag}{self._attrs(attrs)}>{escape(value)}</{tag}>")
+
+    def cdata(self, tag: str, text: str) -> None:
+        """An element whose text is one CDATA section (how DIAN embeds whole XML documents)."""
+        safe = text.replace("]]>", "]]]]><![CDATA[>")  # a CDATA section cannot contain its end marker
+        self.parts.append(f"<{tag}><![CDATA[{safe}]]></{tag}>")
 
     @staticmethod
     def _attrs(attrs: dict[str, str]) -> str:
@@ -358,7 +364,7 @@ def render_xml(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
         x.close("cac:TaxCategory")
         x.close("cac:TaxSubtotal")
         x.close("cac:WithholdingTaxTotal")
-    line_sum = sum((line.gross_value for line in totals.lines), Decimal(0))
+    line_sum = totals.line_extension_amount  # UBL: Σ line values, excluded lines included
     x.open("cac:LegalMonetaryTotal")
     x.leaf("cbc:LineExtensionAmount", line_sum, **_COP)
     x.leaf("cbc:TaxExclusiveAmount", totals.taxable_amount, **_COP)
@@ -418,11 +424,137 @@ def _tax_subtotal(x: _Xml, code: str, rate: Decimal, base: Decimal, tax: Decimal
     x.close("cac:TaxSubtotal")
 
 
+_ATTACHED_NAMESPACES = {
+    **_NAMESPACES,
+    "xmlns": "urn:oasis:names:specification:ubl:schema:xsd:AttachedDocument-2",
+}
+_DIAN_NAME = "Unidad Especial Dirección de Impuestos y Aduanas Nacionales"
+
+
+def _tax_party(
+    x: _Xml, role: str, *, name: str, ident: str, dv: Any, scheme: str, tax: tuple[str, str]
+) -> None:
+    x.open(role)
+    x.open("cac:PartyTaxScheme")
+    x.leaf("cbc:RegistrationName", name)
+    attrs = {"schemeAgencyID": "195", "schemeName": scheme}
+    if dv is not None:
+        attrs["schemeID"] = str(dv)
+    x.leaf("cbc:CompanyID", ident, **attrs)
+    x.open("cac:TaxScheme")
+    x.leaf("cbc:ID", tax[0])
+    x.leaf("cbc:Name", tax[1])
+    x.close("cac:TaxScheme")
+    x.close("cac:PartyTaxScheme")
+    x.close(role)
+
+
+def _application_response(bill: Bill) -> str:
+    """DIAN's answer to the invoice (ApplicationResponse, code 02 = validated), embedded in the container."""
+    validated = bill.validated_at or bill.created_at
+    x = _Xml()
+    x.open(
+        "ApplicationResponse",
+        **{**_NAMESPACES, "xmlns": "urn:oasis:names:specification:ubl:schema:xsd:ApplicationResponse-2"},
+    )
+    x.leaf("cbc:UBLVersionID", "UBL 2.1")
+    x.leaf("cbc:CustomizationID", "1")
+    x.leaf("cbc:ProfileID", "DIAN 2.1")
+    x.leaf("cbc:ProfileExecutionID", DIAN_ENVIRONMENT)
+    x.leaf("cbc:ID", bill.id)
+    x.leaf("cbc:IssueDate", validated.strftime("%Y-%m-%d"))
+    x.leaf("cbc:IssueTime", validated.strftime("%H:%M:%S-05:00"))
+    x.open("cac:DocumentResponse")
+    x.open("cac:Response")
+    x.leaf("cbc:ResponseCode", "02")
+    x.leaf("cbc:Description", "Documento validado por la DIAN")
+    x.close("cac:Response")
+    x.open("cac:DocumentReference")
+    x.leaf("cbc:ID", bill.number)
+    x.leaf("cbc:UUID", bill.cufe, schemeName="CUFE-SHA384")
+    x.close("cac:DocumentReference")
+    x.close("cac:DocumentResponse")
+    x.close("ApplicationResponse")
+    return x.text()
+
+
+def render_attached_document(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
+    """The DIAN ``AttachedDocument`` container Factus e-mails (contract §2.1, §4.5).
+
+    It wraps the UBL Invoice (in ``cac:Attachment/.../cbc:Description`` as a CDATA section) and
+    DIAN's ApplicationResponse with the validation result, as the DIAN technical annex describes.
+    """
+    customer = bill.payload["customer"]
+    invoice = render_xml(bill, tables, rng).decode("utf-8")
+    validated = bill.validated_at or bill.created_at
+    x = _Xml()
+    x.open("AttachedDocument", **_ATTACHED_NAMESPACES)
+    x.leaf("cbc:UBLVersionID", "UBL 2.1")
+    x.leaf("cbc:CustomizationID", "Documentos adjuntos")
+    x.leaf("cbc:ProfileID", "Factura Electrónica de Venta")
+    x.leaf("cbc:ProfileExecutionID", DIAN_ENVIRONMENT)
+    x.leaf("cbc:ID", bill.id)
+    x.leaf("cbc:IssueDate", validated.strftime("%Y-%m-%d"))
+    x.leaf("cbc:IssueTime", validated.strftime("%H:%M:%S-05:00"))
+    x.leaf("cbc:DocumentType", "Contenedor de Factura Electrónica")
+    x.leaf("cbc:ParentDocumentID", bill.number)
+    _tax_party(
+        x,
+        "cac:SenderParty",
+        name=COMPANY["company"],
+        ident=COMPANY["nit"],
+        dv=COMPANY["dv"],
+        scheme="31",
+        tax=("01", "IVA"),
+    )
+    _tax_party(
+        x,
+        "cac:ReceiverParty",
+        name=customer_name(customer),
+        ident=customer["identification"],
+        dv=customer.get("dv"),
+        scheme=catalog.IDENTIFICATION_DOCUMENTS.get(customer["identification_document_id"], ("", ""))[0],
+        tax=catalog.CUSTOMER_TRIBUTES.get(customer["tribute_id"], ("ZZ", "No aplica")),
+    )
+    x.open("cac:Attachment")
+    x.open("cac:ExternalReference")
+    x.leaf("cbc:MimeCode", "text/xml")
+    x.leaf("cbc:EncodingCode", "UTF-8")
+    x.cdata("cbc:Description", invoice)
+    x.close("cac:ExternalReference")
+    x.close("cac:Attachment")
+    x.open("cac:ParentDocumentLineReference")
+    x.leaf("cbc:LineID", 1)
+    x.open("cac:DocumentReference")
+    x.leaf("cbc:ID", bill.number)
+    x.leaf("cbc:UUID", bill.cufe, schemeName="CUFE-SHA384")
+    x.leaf("cbc:IssueDate", bill.created_at.strftime("%Y-%m-%d"))
+    x.leaf("cbc:DocumentType", "ApplicationResponse")
+    x.open("cac:Attachment")
+    x.open("cac:ExternalReference")
+    x.leaf("cbc:MimeCode", "text/xml")
+    x.leaf("cbc:EncodingCode", "UTF-8")
+    x.cdata("cbc:Description", _application_response(bill))
+    x.close("cac:ExternalReference")
+    x.close("cac:Attachment")
+    x.open("cac:ResultOfVerification")
+    x.leaf("cbc:ValidatorID", _DIAN_NAME)
+    x.leaf("cbc:ValidationResultCode", "02")
+    x.leaf("cbc:ValidationDate", validated.strftime("%Y-%m-%d"))
+    x.leaf("cbc:ValidationTime", validated.strftime("%H:%M:%S-05:00"))
+    x.close("cac:ResultOfVerification")
+    x.close("cac:DocumentReference")
+    x.close("cac:ParentDocumentLineReference")
+    x.close("AttachedDocument")
+    return x.text().encode("utf-8")
+
+
 def email_zip(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
-    """The ZIP Factus e-mails: the PDF and the XML of the bill."""
+    """The ZIP Factus e-mails (contract §2.1): the PDF and the AttachedDocument XML of the bill."""
     name = file_name(bill)
+    attached = file_name(bill, prefix="ad")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{name}.pdf", render_pdf(bill, tables))
-        archive.writestr(f"{name}.xml", render_xml(bill, tables, rng))
+        archive.writestr(f"{attached}.xml", render_attached_document(bill, tables, rng))
     return buffer.getvalue()

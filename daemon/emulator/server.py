@@ -33,6 +33,10 @@ _IDLE_TIMEOUT_S = 120.0
 _MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
+class _BadRequestError(Exception):
+    """The request framing (Content-Length, chunk sizes) is not valid HTTP: answer 400."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Reads one request at a time from a keep-alive connection and hands it to the app."""
 
@@ -65,7 +69,12 @@ class _Handler(BaseHTTPRequestHandler):
             total = 0
             while True:
                 size_line = self.rfile.readline(1024)
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                try:
+                    size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise _BadRequestError("invalid chunk size") from None
+                if size < 0:
+                    raise _BadRequestError("invalid chunk size")
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
@@ -75,7 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return None
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(1024)
-        length = int(self.headers.get("Content-Length") or 0)
+        raw_length = (self.headers.get("Content-Length") or "0").strip()
+        if not raw_length.isdigit():
+            raise _BadRequestError(f"invalid Content-Length {raw_length[:40]!r}")
+        length = int(raw_length)
         if length > _MAX_BODY_BYTES:
             return None
         return self.rfile.read(length) if length > 0 else b""
@@ -84,6 +96,10 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         try:
             body = self._read_body()
+        except _BadRequestError:
+            self.close_connection = True
+            self._send(Response(400, b'{"message":"Bad Request"}'))
+            return
         except (ValueError, OSError):
             body = None
         if body is None:

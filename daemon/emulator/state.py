@@ -18,6 +18,7 @@ once per request), so numbering can never hand out the same number twice.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import math
@@ -26,7 +27,8 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -447,6 +449,35 @@ class EmulatorState:
                 return bill
         return None
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Undo every change to bills, numbering, counters and faults when the block raises.
+
+        A create runs inside one (together with rendering its answer), so an unexpected error can
+        never leave a half-written bill, a hidden pending document or a consumed consecutive.
+        """
+        bills = list(self.bills)
+        bill_fields = [
+            (b, b.status, b.validated_at, b.rejection, list(b.notifications), list(b.events)) for b in bills
+        ]
+        currents = {rid: r.current for rid, r in self.ranges.items()}
+        next_ids = (self.next_bill_id, self.next_event)
+        deleted = list(self.deleted)
+        faults = copy.deepcopy(self.faults)
+        try:
+            yield
+        except BaseException:
+            self.bills = bills
+            for bill, status, validated_at, rejection, notifications, events in bill_fields:
+                bill.status, bill.validated_at, bill.rejection = status, validated_at, rejection
+                bill.notifications, bill.events = notifications, events
+            for rid, current in currents.items():
+                self.ranges[rid].current = current
+            self.next_bill_id, self.next_event = next_ids
+            self.deleted = deleted
+            self.faults = faults
+            raise
+
     def create(self, payload: dict[str, Any]) -> CreateResult:
         """Apply the create/resend rules to a validated, normalised payload."""
         reference: str = payload["reference_code"]
@@ -474,8 +505,8 @@ class EmulatorState:
                     validated_same[0],
                     message=f"El documento con el código de referencia {reference} ya se encuentra validado",
                 )
+        rules = self._dian_rules(payload)  # decided before anything is stored or numbered
         bill = self._store(payload)
-        rules = self._dian_rules(payload)
         if rules:
             bill.rejection = rules
             return CreateResult("rejected", bill, rules=rules)
@@ -498,8 +529,8 @@ class EmulatorState:
         return {}
 
     def _store(self, payload: dict[str, Any]) -> Bill:
+        """Compute everything the bill needs, then take its number and append it (nothing before)."""
         rng = self.ranges[payload["numbering_range_id"]]
-        consecutive = rng.take()
         customer = payload["customer"]
         if (
             customer.get("identification_document_id") == catalog.NIT_DOCUMENT_ID
@@ -508,6 +539,7 @@ class EmulatorState:
             customer["dv"] = nit_check_digit(customer["identification"])
         totals = compute_bill(payload["items"], payload["allowance_charges"])
         now = datetime.now(COLOMBIA).replace(microsecond=0)
+        consecutive = rng.take()
         number = f"{rng.prefix}{consecutive}"
         notifications = []
         if not customer.get("email"):
@@ -552,7 +584,7 @@ class EmulatorState:
             number,
             issued.strftime("%Y-%m-%d"),
             issued.strftime("%H:%M:%S-05:00"),
-            fmt2(totals.gross_value),
+            fmt2(totals.line_extension_amount),  # ValFac = the XML's LineExtensionAmount
             "01",
             fmt2(per_code["01"]),
             "04",

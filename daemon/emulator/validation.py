@@ -19,6 +19,9 @@ from daemon import catalog
 from daemon.money import decimal_places, to_decimal
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_NIT_DIGITS",
+    "MAX_QUANTITY",
     "BillContext",
     "Errors",
     "summary_message",
@@ -90,6 +93,11 @@ _ATTRIBUTES = {
     "organization_department": "área",
     "claim_concept_code": "concepto de reclamo",
 }
+# Upper bounds that keep every amount (line = price × quantity, then sums) exact in Decimal
+# arithmetic; beyond them the request is a field error, like any other out-of-range value.
+MAX_QUANTITY = 999_999_999
+MAX_AMOUNT = Decimal("999999999999.99")
+MAX_NIT_DIGITS = 15
 _INT = re.compile(r"^[+-]?\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DIGITS = re.compile(r"^\d+$")
@@ -147,7 +155,9 @@ class Errors:
             return None
         return text
 
-    def integer(self, value: Any, path: str, *, min_value: int | None = None) -> int | None:
+    def integer(
+        self, value: Any, path: str, *, min_value: int | None = None, max_value: int | None = None
+    ) -> int | None:
         """Accept an int or a numeric string holding an integer."""
         if value is None:
             return None
@@ -165,6 +175,9 @@ class Errors:
             return None
         if min_value is not None and result < min_value:
             self.add(path, f"El campo {_attr(path)} debe ser al menos {min_value}.")
+            return None
+        if max_value is not None and result > max_value:
+            self.add(path, f"El campo {_attr(path)} no debe ser mayor que {max_value}.")
             return None
         return result
 
@@ -322,6 +335,14 @@ def _customer(v: Errors, raw: Any, ctx: BillContext) -> dict[str, Any]:
     if identification is not None and is_nit and not _DIGITS.match(identification):
         v.add(p + "identification", f"El formato del campo {_attr('identification')} es inválido.")
         identification = None
+    elif identification is not None and is_nit and len(identification) > MAX_NIT_DIGITS:
+        # The DIAN check digit is defined for at most 15 digits (its weight table): a longer NIT
+        # is a field error, refused before anything is stored or numbered.
+        v.add(
+            p + "identification",
+            f"El campo {_attr('identification')} debe tener entre 1 y {MAX_NIT_DIGITS} dígitos.",
+        )
+        identification = None
     out["identification"] = identification
     dv_raw = v.present(customer, "dv")
     dv = v.integer(dv_raw, p + "dv", min_value=0)
@@ -337,11 +358,11 @@ def _customer(v: Errors, raw: Any, ctx: BillContext) -> dict[str, Any]:
         p + "legal_organization_id",
         catalog.LEGAL_ORGANIZATIONS,
     )
-    if out["company"] is None and out["names"] is None and (p + "company") not in v.map:
-        if out["legal_organization_id"] == 1:
-            v.add(p + "company", "El campo razón social es obligatorio cuando tipo de organización es 1.")
-        else:
-            v.add(p + "names", "El campo nombres es obligatorio cuando razón social no está presente.")
+    # §3.1: company is required for legal entities (1), names for natural persons (2).
+    if out["legal_organization_id"] == 1 and out["company"] is None and (p + "company") not in v.map:
+        v.add(p + "company", "El campo razón social es obligatorio cuando tipo de organización es 1.")
+    if out["legal_organization_id"] == 2 and out["names"] is None and (p + "names") not in v.map:
+        v.add(p + "names", "El campo nombres es obligatorio cuando tipo de organización es 2.")
     out["tribute_id"] = v.exists(
         v.required(customer, "tribute_id", p + "tribute_id"), p + "tribute_id", catalog.CUSTOMER_TRIBUTES
     )
@@ -381,14 +402,18 @@ def _item(v: Errors, raw: Any, i: int, ctx: BillContext, operation_type: str | N
         v.required(item, "code_reference", p + ".code_reference"), p + ".code_reference", max_len=255
     )
     out["name"] = v.string(v.required(item, "name", p + ".name"), p + ".name", max_len=255)
-    out["quantity"] = v.integer(v.required(item, "quantity", p + ".quantity"), p + ".quantity", min_value=1)
+    out["quantity"] = v.integer(
+        v.required(item, "quantity", p + ".quantity"), p + ".quantity", min_value=1, max_value=MAX_QUANTITY
+    )
     out["discount_rate"] = v.number(
         _required_flag(v, item, "discount_rate", p),
         p + ".discount_rate",
         min_value=Decimal(0),
         max_value=Decimal(100),
     )
-    out["price"] = v.number(v.required(item, "price", p + ".price"), p + ".price", min_value=Decimal(0))
+    out["price"] = v.number(
+        v.required(item, "price", p + ".price"), p + ".price", min_value=Decimal(0), max_value=MAX_AMOUNT
+    )
     out["tax_rate"] = v.number(
         _required_flag(v, item, "tax_rate", p), p + ".tax_rate", min_value=Decimal(0), max_value=Decimal(100)
     )
@@ -453,9 +478,17 @@ def _allowance(v: Errors, raw: Any, i: int) -> dict[str, Any]:
         "is_surcharge": v.boolean(_required_flag(v, charge, "is_surcharge", p), p + ".is_surcharge"),
         "reason": v.string(v.required(charge, "reason", p + ".reason"), p + ".reason", max_len=255),
         "base_amount": v.number(
-            v.required(charge, "base_amount", p + ".base_amount"), p + ".base_amount", min_value=Decimal(0)
+            v.required(charge, "base_amount", p + ".base_amount"),
+            p + ".base_amount",
+            min_value=Decimal(0),
+            max_value=MAX_AMOUNT,
         ),
-        "amount": v.number(v.required(charge, "amount", p + ".amount"), p + ".amount", min_value=Decimal(0)),
+        "amount": v.number(
+            v.required(charge, "amount", p + ".amount"),
+            p + ".amount",
+            min_value=Decimal(0),
+            max_value=MAX_AMOUNT,
+        ),
     }
 
 

@@ -17,9 +17,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import ConflictError, InputError
-from daemon.factus.client import FactusClient
-from daemon.factus.models import DownloadedFile, TokenInfo
+from daemon.errors import ConflictError, DaemonError
+from daemon.factus.client import FactusClient, PathSegmentError, check_segment
+from daemon.factus.models import BillPage, DownloadedFile, TokenInfo
 from daemon.factus.tokens import check_credentials
 from daemon.fsutil import atomic_write_bytes, safe_name
 from daemon.settings import Settings, load_settings
@@ -38,6 +38,18 @@ exit codes:
   8  request refused by validation (details in the message)"""
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(DaemonError):
+    """A command-line value that cannot be used (exit 2, like argparse's own usage errors)."""
+
+    exit_code = 2
+
+
+class OutputError(DaemonError):
+    """The downloaded file could not be written (disk full, permissions...)."""
+
+
 Column = tuple[str, str]  # (key in the row, header)
 
 
@@ -130,20 +142,56 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).astimezone().isoformat(timespec="seconds")
 
 
-def _status_text(value: Any) -> str:
-    return {1: "validated", 0: "pending", "1": "validated", "0": "pending"}.get(value, _cell(value))
+def _has_rejection(errors: Any) -> bool:
+    """True when DIAN ``errors`` (a list of strings or a rule -> message map) hold a "Rechazo"."""
+    if isinstance(errors, Mapping):
+        entries: list[Any] = [f"{k} {v}" for k, v in errors.items()]
+    elif isinstance(errors, list | tuple):
+        entries = list(errors)
+    elif errors:
+        entries = [errors]
+    else:
+        entries = []
+    return any("rechazo" in _cell(entry).casefold() for entry in entries)
+
+
+def _status_text(value: Any, errors: Any = None) -> str:
+    """validated / pending (waiting for DIAN) / rejected (status 0 with a "Rechazo" rule, §5.3)."""
+    text = {1: "validated", 0: "pending", "1": "validated", "0": "pending"}.get(value, _cell(value))
+    if text == "pending" and _has_rejection(errors):
+        return "rejected"
+    return text
+
+
+def _bill_number(value: str) -> str:
+    """A NUMBER argument that can be sent in a path, else a usage error (exit 2)."""
+    try:
+        return check_segment(value, what="bill number", allow_slash=False)
+    except PathSegmentError as exc:
+        raise UsageError(f"{exc}: give a bill number such as SETP990000001") from None
+
+
+def _reference(value: str) -> str:
+    """A REFERENCE_CODE argument that can be sent in a path, else a usage error (exit 2)."""
+    try:
+        return check_segment(value, what="reference code")
+    except PathSegmentError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- auth ---------------------------------------------------------------------------------------
 
 
-def _report_token(args: argparse.Namespace, client: FactusClient, token: TokenInfo, verb: str) -> int:
+def _report_token(
+    args: argparse.Namespace, client: FactusClient, token: TokenInfo, verb: str, grant: str = "password"
+) -> int:
     remaining = max(0, round(token.expires_at - time.time()))
     if args.json:
         _print_json(
             {
                 "base_url": client.base_url,
                 "username": client.settings.username,
+                "grant": grant,
                 "expires_at": _when(token.expires_at),
                 "expires_in_s": remaining,
                 "cached": str(client.settings.token_cache) if client.settings.token_cache else None,
@@ -165,7 +213,14 @@ def _auth_login(args: argparse.Namespace) -> int:
 
 def _auth_refresh(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        return _report_token(args, client, client.tokens.refresh(), "token refreshed for")
+        had_refresh = client.tokens.token is not None and bool(client.tokens.token.refresh_token)
+        refreshes = client.tokens.refreshes
+        token = client.tokens.refresh()
+        if client.tokens.refreshes > refreshes:
+            return _report_token(args, client, token, "token refreshed for", "refresh_token")
+        # TokenManager.refresh falls back to the password grant: say so instead of "refreshed"
+        why = "the refresh token was refused" if had_refresh else "no refresh token was cached"
+        return _report_token(args, client, token, f"{why}; signed in again to", "password")
 
 
 # -- invoice ------------------------------------------------------------------------------------
@@ -181,18 +236,34 @@ _BILL_COLUMNS: list[Column] = [
 ]
 
 
+def _exact_reference_page(client: FactusClient, args: argparse.Namespace) -> BillPage:
+    """Every bill whose reference code is exactly ``--reference-code`` (all server pages).
+
+    The server's ``filter[reference_code]`` may match partially (CLI-1 also finds CLI-10), so
+    equality is checked here (contract §2.1, §6.3); the matches are shown as one page.
+    """
+    wanted: str = args.reference_code
+    items = [
+        item
+        for item in client.iter_bills(reference_code=wanted, number=args.number, status=args.status)
+        if str(item.get("reference_code")) == wanted
+    ]
+    return BillPage(items=items, total=len(items), current_page=1, last_page=1, per_page=max(1, len(items)))
+
+
 def _invoice_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        page = client.list_bills(
-            reference_code=args.reference_code, number=args.number, status=args.status, page=args.page
-        )
+        if args.reference_code is not None:
+            page = _exact_reference_page(client, args)
+        else:
+            page = client.list_bills(number=args.number, status=args.status, page=args.page)
     if args.json:
         _print_json(page.model_dump())
         return 0
     rows = [
         {
             **item,
-            "status_text": _status_text(item.get("status")),
+            "status_text": _status_text(item.get("status"), item.get("errors")),
             "customer": item.get("names") or item.get("company") or item.get("trade_name"),
         }
         for item in page.items
@@ -203,8 +274,9 @@ def _invoice_list(args: argparse.Namespace) -> int:
 
 
 def _invoice_show(args: argparse.Namespace) -> int:
+    number = _bill_number(args.number)
     with _client(args) as client:
-        data = client.show_bill(args.number)
+        data = client.show_bill(number)
     if args.json:
         _print_json(data)
         return 0
@@ -213,7 +285,7 @@ def _invoice_show(args: argparse.Namespace) -> int:
     fields = [
         ("number", bill.get("number")),
         ("reference code", bill.get("reference_code")),
-        ("status", _status_text(bill.get("status"))),
+        ("status", _status_text(bill.get("status"), bill.get("errors"))),
         (
             "customer",
             customer.get("names") or customer.get("company") or customer.get("graphic_representation_name"),
@@ -222,6 +294,8 @@ def _invoice_show(args: argparse.Namespace) -> int:
         ("validated", bill.get("validated")),
         ("taxable amount", bill.get("taxable_amount")),
         ("tax amount", bill.get("tax_amount")),
+        ("surcharge amount", bill.get("surcharge_amount")),
+        ("discount amount", bill.get("discount_amount")),
         ("total", bill.get("total")),
         ("cufe", bill.get("cufe")),
         ("qr", bill.get("qr")),
@@ -246,19 +320,54 @@ def _invoice_show(args: argparse.Namespace) -> int:
             ("total", "TOTAL"),
         ]
         print(format_table([i for i in items if isinstance(i, Mapping)], columns))
+    _print_allowances_and_withholdings(data)
     return 0
 
 
-def _save_download(args: argparse.Namespace, fetch: Callable[[FactusClient], DownloadedFile]) -> int:
-    with _client(args) as client:
-        download = fetch(client)
-    folder: Path = args.output
+def _print_allowances_and_withholdings(data: Mapping[str, Any]) -> None:
+    """Document surcharges/discounts (part of the total) and withholdings (reported, not deducted)."""
+    charges = [c for c in data.get("allowance_charges") or [] if isinstance(c, Mapping)]
+    if charges:
+        rows = [{**c, "kind": "surcharge" if c.get("is_surcharge") else "discount"} for c in charges]
+        print()
+        columns: list[Column] = [
+            ("kind", "SURCHARGE/DISCOUNT"),
+            ("reason", "REASON"),
+            ("base_amount", "BASE"),
+            ("percentage", "%"),
+            ("amount", "AMOUNT"),
+        ]
+        print(format_table(rows, columns))
+    held = [w for w in data.get("withholding_taxes") or [] if isinstance(w, Mapping)]
+    if held:
+        print()
+        print("withholdings (reported, not deducted from the total):")
+        print(format_table(held, [("tribute_code", "CODE"), ("name", "WITHHOLDING"), ("value", "VALUE")]))
+
+
+def _output_folder(folder: Path) -> Path:
+    """The ``--output`` folder, created (with missing parents) when absent; usage error otherwise."""
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"--output {folder} is not a folder")
+        raise UsageError(f"--output {folder} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output {folder} cannot be created: {exc.strerror or exc}") from None
+    return folder
+
+
+def _save_download(args: argparse.Namespace, fetch: Callable[[FactusClient, str], DownloadedFile]) -> int:
+    number = _bill_number(args.number)
+    folder = _output_folder(args.output)  # checked before anything is downloaded
+    with _client(args) as client:
+        download = fetch(client, number)
     suffix = Path(download.file_name).suffix.lower()
-    name = safe_name(download.file_name, default=safe_name(args.number) + suffix)
+    name = safe_name(download.file_name, default=safe_name(number) + suffix)
     target = folder / name
-    atomic_write_bytes(target, download.content)
+    try:
+        atomic_write_bytes(target, download.content)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     if args.json:
         _print_json({"path": str(target), "file_name": download.file_name, "bytes": len(download.content)})
     else:
@@ -267,16 +376,17 @@ def _save_download(args: argparse.Namespace, fetch: Callable[[FactusClient], Dow
 
 
 def _invoice_pdf(args: argparse.Namespace) -> int:
-    return _save_download(args, lambda client: client.download_pdf(args.number))
+    return _save_download(args, lambda client, number: client.download_pdf(number))
 
 
 def _invoice_xml(args: argparse.Namespace) -> int:
-    return _save_download(args, lambda client: client.download_xml(args.number))
+    return _save_download(args, lambda client, number: client.download_xml(number))
 
 
 def _invoice_email(args: argparse.Namespace) -> int:
+    number = _bill_number(args.number)
     with _client(args) as client:
-        message = client.send_email(args.number, args.to)
+        message = client.send_email(number, args.to)
     if args.json:
         _print_json({"number": args.number, "email": args.to, "message": message})
     else:
@@ -285,8 +395,9 @@ def _invoice_email(args: argparse.Namespace) -> int:
 
 
 def _invoice_events(args: argparse.Namespace) -> int:
+    number = _bill_number(args.number)
     with _client(args) as client:
-        events = client.radian_events(args.number)
+        events = client.radian_events(number)
     if args.json:
         _print_json(events)
         return 0
@@ -302,9 +413,10 @@ def _invoice_events(args: argparse.Namespace) -> int:
 
 
 def _invoice_delete(args: argparse.Namespace) -> int:
+    reference = _reference(args.reference_code)
     with _client(args) as client:
         try:
-            message = client.delete_bill(args.reference_code)
+            message = client.delete_bill(reference)
         except ConflictError as exc:
             if "validad" not in exc.message.lower():
                 raise
@@ -443,7 +555,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     invoice = _group(sub, "invoice", "inspect, download, e-mail and delete bills in Factus")
     p = _command(invoice, "list", _invoice_list, "list bills, one page at a time, with optional filters")
-    p.add_argument("--reference-code", help="filter by reference code")
+    p.add_argument(
+        "--reference-code", help="only the bills with exactly this reference code (all pages are searched)"
+    )
     p.add_argument("--number", help="filter by bill number (prefix + consecutive)")
     p.add_argument("--status", type=int, choices=(0, 1), help="1 validated, 0 pending")
     p.add_argument("--page", type=_positive_int, default=1, help="page number (default 1)")
@@ -458,7 +572,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
             type=Path,
             default=Path("."),
             metavar="DIR",
-            help="folder to write to (default .)",
+            help="folder to write to, created if missing (default .)",
         )
     p = _command(invoice, "email", _invoice_email, "ask Factus to e-mail a bill", read=False)
     p.add_argument("number", metavar="NUMBER", help="bill number")

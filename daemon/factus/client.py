@@ -28,7 +28,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from daemon.errors import FactusError, NotFoundError, TransientError
+from daemon.errors import ConfigError, FactusError, NotFoundError, TransientError
 from daemon.factus import _wire
 from daemon.factus.models import (
     BillOutcome,
@@ -44,7 +44,7 @@ from daemon.factus.tokens import TokenManager
 from daemon.money import to_decimal
 from daemon.settings import FactusSettings
 
-__all__ = ["FactusClient", "classify_bill_response"]
+__all__ = ["FactusClient", "PathSegmentError", "check_base_url", "check_segment", "classify_bill_response"]
 
 _log = structlog.get_logger(__name__)
 _MAX_PAGES = 10_000
@@ -69,12 +69,56 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _seg(value: object) -> str:
-    """Percent-encode one path segment so user input can never reach another route."""
+class PathSegmentError(ValueError):
+    """A number or reference code that cannot be used as one segment of a Factus path."""
+
+
+def check_segment(value: object, *, what: str = "reference code", allow_slash: bool = True) -> str:
+    """Return ``value`` as text if it can be one path segment, else raise :class:`PathSegmentError`.
+
+    Refused: empty or blank values, dot-only values (``.``/``..`` are path navigation that URL
+    normalisation would resolve into *another* route), control characters, and, unless
+    ``allow_slash``, ``/`` and ``\\`` (bill numbers are prefix + digits and never contain them).
+    Everything else is percent-encoded by :func:`_seg`, so it stays inside its segment.
+    """
     text = str(value)
     if not text.strip():
-        raise ValueError("an empty number or reference code cannot be used in a Factus path")
-    return quote(text, safe="")
+        raise PathSegmentError(f"the {what} is empty")
+    if set(text) <= {"."}:
+        raise PathSegmentError(f"the {what} {text!r} is not valid (only dots)")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise PathSegmentError(f"the {what} {text!r} contains control characters")
+    if not allow_slash and ("/" in text or "\\" in text):
+        raise PathSegmentError(f"the {what} {text!r} is not valid (it contains a slash)")
+    return text
+
+
+def _seg(value: object, *, what: str = "reference code") -> str:
+    """Percent-encode one path segment so user input can never reach another route."""
+    return quote(check_segment(value, what=what), safe="")
+
+
+def _number_seg(number: object) -> str:
+    """A bill number as a path segment (no slashes at all, see :func:`check_segment`)."""
+    return quote(check_segment(number, what="bill number", allow_slash=False), safe="")
+
+
+def check_base_url(url: str) -> None:
+    """Raise :class:`ConfigError` unless ``url`` is an ``http(s)://host[:port][/path]`` URL."""
+    problem = None
+    try:
+        parsed = httpx.URL(url.strip())
+        if parsed.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parsed.host:
+            problem = "it has no host"
+    except (httpx.InvalidURL, TypeError, ValueError):
+        problem = "it is not a URL"
+    if problem is not None:
+        raise ConfigError(
+            f"the Factus base URL {url!r} (FACTUS_BASE_URL or [factus] base_url) is not valid: {problem}, "
+            "e.g. https://api-sandbox.factus.com.co"
+        )
 
 
 class FactusClient:
@@ -100,6 +144,7 @@ class FactusClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        check_base_url(settings.base_url)
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self._owns_http = http is None
@@ -341,14 +386,14 @@ class FactusClient:
 
     def show_bill(self, number: str) -> dict[str, Any]:
         """``GET /v1/bills/show/:number``: the full ``data`` (``bill``, ``customer``, ``items``...)."""
-        path = f"/v1/bills/show/{_seg(number)}"
+        path = f"/v1/bills/show/{_number_seg(number)}"
         data = self._data(self._call("GET", path), "GET", path)
         if not isinstance(data, dict):
             raise FactusError(f"Factus answered GET {path} with an unexpected data shape", body=data)
         return data
 
     def _download(self, kind: str, number: str) -> DownloadedFile:
-        path = f"/v1/bills/download-{kind}/{_seg(number)}"
+        path = f"/v1/bills/download-{kind}/{_number_seg(number)}"
         data = self._data(self._call("GET", path, priority=PRIORITY_DOWNLOAD), "GET", path)
         if not isinstance(data, Mapping):
             raise FactusError(f"Factus answered GET {path} with an unexpected data shape")
@@ -378,7 +423,7 @@ class FactusClient:
 
     def email_content(self, number: str) -> EmailContent:
         """The e-mail Factus would send for a bill: subject and the decoded ZIP attachment."""
-        path = f"/v1/bills/{_seg(number)}/email-content"
+        path = f"/v1/bills/{_number_seg(number)}/email-content"
         data = self._data(self._call("GET", path, priority=PRIORITY_DOWNLOAD), "GET", path)
         if not isinstance(data, Mapping):
             raise FactusError(f"Factus answered GET {path} with an unexpected data shape")
@@ -392,7 +437,7 @@ class FactusClient:
 
     def send_email(self, number: str, email: str, pdf_base64: str | None = None) -> str:
         """Ask Factus to e-mail the bill to ``email`` (not retried: it would send twice); the message."""
-        path = f"/v1/bills/send-email/{_seg(number)}"
+        path = f"/v1/bills/send-email/{_number_seg(number)}"
         body: dict[str, Any] = {"email": email}
         if pdf_base64 is not None:
             body["pdf_base_64_encoded"] = pdf_base64
@@ -424,13 +469,13 @@ class FactusClient:
 
     def radian_events(self, number: str) -> list[dict[str, Any]]:
         """RADIAN events recorded for a bill (empty list when none)."""
-        path = f"/v1/bills/{_seg(number)}/radian/events"
+        path = f"/v1/bills/{_number_seg(number)}/radian/events"
         data = self._data(self._call("GET", path), "GET", path)
         return _items(data)
 
     def emit_radian_event(self, number: str, event_type: str, body: Mapping[str, Any]) -> Any:
         """Emit a RADIAN event (e.g. ``034`` tacit acceptance); not retried. Returns ``data`` or the body."""
-        path = f"/v1/bills/radian/events/update/{_seg(number)}/{_seg(event_type)}"
+        path = f"/v1/bills/radian/events/update/{_number_seg(number)}/{_seg(event_type, what='event type')}"
         answer = self._call("POST", path, retry=False, json=dict(body))
         if isinstance(answer, Mapping) and "data" in answer:
             return answer["data"]
@@ -464,7 +509,7 @@ class FactusClient:
 
     def numbering_range(self, range_id: int) -> dict[str, Any]:
         """One numbering range by its Factus id."""
-        path = f"/v1/numbering-ranges/{_seg(range_id)}"
+        path = f"/v1/numbering-ranges/{_seg(range_id, what='range id')}"
         data = self._data(self._call("GET", path), "GET", path)
         if not isinstance(data, dict):
             raise FactusError(f"Factus answered GET {path} with an unexpected data shape", body=data)

@@ -1,0 +1,289 @@
+"""Emulator edge cases found by QA: hostile inputs never answer 500 nor leave half-written state."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import xml.etree.ElementTree as ET
+import zipfile
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from daemon.emulator import EmulatorServer
+from tests.conftest import minimal_bill
+from tests.test_emulator_bills import rich_bill
+
+_CENT = Decimal("0.01")
+
+
+def _r2(value: Decimal) -> str:
+    return f"{value.quantize(_CENT, rounding=ROUND_HALF_UP):.2f}"
+
+
+def _nit_customer(identification: str, dv: int | None) -> dict[str, Any]:
+    customer: dict[str, Any] = {
+        "identification_document_id": 6,
+        "identification": identification,
+        "company": "Empresa X S.A.S.",
+        "legal_organization_id": 1,
+        "tribute_id": 18,
+    }
+    if dv is not None:
+        customer["dv"] = dv
+    return customer
+
+
+def _untouched(emu: EmulatorServer, range_current: int) -> None:
+    state = emu.snapshot()
+    assert state["bills"] == [] and state["pending"] == []
+    assert state["numbering_ranges"]["8"] == range_current
+
+
+class TestNitLength:
+    @pytest.mark.parametrize("dv", [3, None])
+    def test_nit_longer_than_check_digit_weights_is_a_field_error(
+        self, api: httpx.Client, emu: EmulatorServer, dv: int | None
+    ) -> None:
+        """A 16-digit NIT answers 422 on customer.identification; nothing stored, no number used."""
+        before = emu.snapshot()["numbering_ranges"]["8"]
+        payload = minimal_bill("NIT-LONG")
+        payload["customer"] = _nit_customer("1234567890123456", dv)
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["status"] == "Validation error"
+        assert body["data"]["errors"]["customer.identification"] == [
+            "El campo identificación debe tener entre 1 y 15 dígitos."
+        ]
+        _untouched(emu, before)
+        # the account is not blocked: the next create validates
+        assert api.post("/v1/bills/validate", json=minimal_bill("NEXT-1")).status_code == 201
+
+    def test_fifteen_digit_nit_is_accepted(self, api: httpx.Client) -> None:
+        """The longest NIT the DIAN check digit covers (15 digits) still validates."""
+        payload = minimal_bill("NIT-15")
+        payload["customer"] = _nit_customer("123456789012345", None)
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 201, r.text
+
+    def test_exception_while_creating_leaves_no_state(
+        self, api: httpx.Client, emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Any unexpected error during a create rolls back: no bill, no pending block, no number used."""
+        from daemon.emulator import render
+
+        before = emu.snapshot()["numbering_ranges"]["8"]
+
+        def boom(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError("render failed")
+
+        monkeypatch.setattr(render, "bill_data", boom)
+        r = api.post("/v1/bills/validate", json=minimal_bill("BOOM-1"))
+        assert r.status_code == 500
+        monkeypatch.undo()
+        _untouched(emu, before)
+        assert api.post("/v1/bills/validate", json=minimal_bill("BOOM-2")).status_code == 201
+
+
+class TestHugeAmounts:
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("quantity", 10**30, "El campo cantidad no debe ser mayor que 999999999."),
+            ("price", "1" + "0" * 40, "El campo precio no debe ser mayor que 999999999999.99."),
+            ("price", "1E+400", "El campo precio no debe ser mayor que 999999999999.99."),
+        ],
+    )
+    def test_out_of_range_amounts_are_field_errors(
+        self, api: httpx.Client, emu: EmulatorServer, field: str, value: Any, message: str
+    ) -> None:
+        """Amounts beyond the bounds answer 422 with a Spanish message; nothing is stored."""
+        before = emu.snapshot()["numbering_ranges"]["8"]
+        payload = minimal_bill("HUGE-1")
+        payload["items"][0][field] = value
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422, r.text
+        assert r.json()["data"]["errors"][f"items.0.{field}"] == [message]
+        _untouched(emu, before)
+
+    def test_largest_allowed_amounts_compute_exactly(self, api: httpx.Client) -> None:
+        """The maximum quantity times the maximum price is computed to the cent."""
+        payload = minimal_bill("MAX-1")
+        payload["items"][0].update(quantity=999999999, price="999999999999.99", discount_rate="33.33")
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 201, r.text
+        line = Decimal("999999999999.99") * 999999999 * (1 - Decimal("33.33") / 100)
+        taxable = (line / Decimal("1.19")).quantize(_CENT, rounding=ROUND_HALF_UP)
+        assert r.json()["data"]["bill"]["taxable_amount"] == _r2(taxable)
+        assert r.json()["data"]["bill"]["total"] == _r2(line)
+
+    def test_allowance_amount_bounds(self, api: httpx.Client) -> None:
+        """Document surcharges/discounts have the same upper bound as prices."""
+        payload = minimal_bill("HUGE-AC")
+        payload["allowance_charges"] = [
+            {
+                "concept_type": "03",
+                "is_surcharge": True,
+                "reason": "x",
+                "base_amount": "1e30",
+                "amount": "1e30",
+            }
+        ]
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422
+        errors = r.json()["data"]["errors"]
+        assert "allowance_charges.0.base_amount" in errors and "allowance_charges.0.amount" in errors
+
+
+class TestHostileBodies:
+    def test_deeply_nested_json_is_malformed_not_500(self, api: httpx.Client, emu: EmulatorServer) -> None:
+        """100 000 nested arrays answer like malformed JSON (422, nothing stored)."""
+        body = b"[" * 100_000 + b"]" * 100_000
+        r = api.post("/v1/bills/validate", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422
+        assert emu.snapshot()["bills"] == []
+
+    def test_deeply_nested_faults_body_is_400(self, emu: EmulatorServer) -> None:
+        """The control route answers 400 to a nested body too."""
+        with httpx.Client(base_url=emu.url) as http:
+            r = http.post("/__emulator__/faults", content=b"{" + b'"a":{' * 50_000 + b"}" * 50_001)
+        assert r.status_code == 400
+
+    def test_non_numeric_content_length_is_400(self, emu: EmulatorServer) -> None:
+        """A Content-Length that is not a number is a bad request, not 'too large'."""
+        host, port = emu.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(
+                b"POST /v1/bills/validate HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n"
+                b"Connection: close\r\n\r\n"
+            )
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+
+    def test_head_behaves_like_get(self, api: httpx.Client) -> None:
+        """HEAD on a GET route answers like GET, without a body."""
+        r = api.head("/v1/bills")
+        assert r.status_code == 200 and r.content == b""
+        assert "X-RateLimit-Limit" in r.headers
+
+
+class TestCustomerNames:
+    def test_legal_entity_requires_company(self, api: httpx.Client, emu: EmulatorServer) -> None:
+        """legal_organization_id 1 without company is refused even when names is given."""
+        payload = rich_bill("LEGAL-1")
+        del payload["customer"]["company"]
+        payload["customer"]["names"] = "Ana Pérez"
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422
+        assert r.json()["data"]["errors"]["customer.company"] == [
+            "El campo razón social es obligatorio cuando tipo de organización es 1."
+        ]
+        assert emu.snapshot()["bills"] == []
+
+    def test_natural_person_requires_names(self, api: httpx.Client) -> None:
+        """legal_organization_id 2 without names is refused even when company is given."""
+        payload = minimal_bill("NATURAL-1")
+        del payload["customer"]["names"]
+        payload["customer"]["company"] = "Tienda Ana"
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422
+        assert r.json()["data"]["errors"]["customer.names"] == [
+            "El campo nombres es obligatorio cuando tipo de organización es 2."
+        ]
+
+
+class TestContractArithmetic:
+    def test_line_taxable_uses_the_unrounded_line_amount(self, api: httpx.Client) -> None:
+        """§3.4: taxable = round2(L / (1 + t)) with L unrounded (354.33 × 15 × 56.36 %, 19 %)."""
+        payload = minimal_bill("ROUND-1")
+        payload["items"][0].update(price="354.33", quantity=15, discount_rate="43.64")
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 201, r.text
+        data = r.json()["data"]
+        item, bill = data["items"][0], data["bill"]
+        assert (item["taxable_amount"], item["tax_amount"], item["total"]) == ("2517.23", "478.28", 2995.51)
+        assert (bill["taxable_amount"], bill["tax_amount"], bill["total"]) == ("2517.23", "478.28", "2995.51")
+
+    def test_minimal_worked_example(self, api: httpx.Client) -> None:
+        """§3.5: taxable 10000.00, tax 1900.00, total 11900.00."""
+        bill = api.post("/v1/bills/validate", json=minimal_bill("EX-35")).json()["data"]["bill"]
+        assert (bill["taxable_amount"], bill["tax_amount"], bill["total"]) == (
+            "10000.00",
+            "1900.00",
+            "11900.00",
+        )
+        assert bill["gross_value"] == "10000.00"
+
+    def test_rich_worked_example(self, api: httpx.Client) -> None:
+        """§3.6 (and §3.4): tip percentage 10 %, surcharge base = Σ item totals, echoed withholding rates."""
+        data = api.post("/v1/bills/validate", json=rich_bill("EX-36")).json()["data"]
+        bill = data["bill"]
+        assert (bill["gross_value"], bill["taxable_amount"], bill["tax_amount"]) == (
+            "81232.50",
+            "81232.50",
+            "8767.50",
+        )
+        assert (bill["surcharge_amount"], bill["discount_amount"], bill["total"]) == (
+            "9000.00",
+            "0.00",
+            "99000.00",
+        )
+        assert sum(Decimal(str(i["total"])) for i in data["items"]) == Decimal("90000")
+        assert data["allowance_charges"][0]["percentage"] == "10.00"
+        rates = {w["tribute_code"]: w["rates"][0]["rate"] for w in data["items"][0]["withholding_taxes"]}
+        assert rates == {"06": "7.00", "05": "15.00"}
+
+    def test_document_gross_value_is_the_taxable_sum_with_excluded_items(self, api: httpx.Client) -> None:
+        """§3.4: document gross_value = taxable_amount = Σ item taxable, excluded lines included as 0."""
+        payload = rich_bill("EXCL-1")
+        payload["items"].append(
+            {
+                **payload["items"][1],
+                "code_reference": "EX",
+                "price": 5000,
+                "quantity": 2,
+                "tax_rate": "0.00",
+                "is_excluded": 1,
+            }
+        )
+        payload["allowance_charges"][0]["base_amount"] = "100000.00"
+        data = api.post("/v1/bills/validate", json=payload).json()["data"]
+        bill = data["bill"]
+        assert data["items"][2]["gross_value"] == "10000.00"
+        assert bill["gross_value"] == bill["taxable_amount"] == "81232.50"
+        assert bill["total"] == "109000.00"
+
+
+class TestEmailAttachment:
+    def test_zip_holds_pdf_and_attached_document_wrapping_the_invoice(self, api: httpx.Client) -> None:
+        """§2.1: the e-mail ZIP carries the PDF and an AttachedDocument with the invoice in CDATA."""
+        data = api.post("/v1/bills/validate", json=rich_bill("MAIL-1")).json()["data"]
+        number, cufe = data["bill"]["number"], data["bill"]["cufe"]
+        content = api.get(f"/v1/bills/{number}/email-content").json()["data"]
+        archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(content["attached_document"])))
+        names = archive.namelist()
+        assert sorted(n.rsplit(".", 1)[1] for n in names) == ["pdf", "xml"]
+        xml = archive.read(next(n for n in names if n.endswith(".xml")))
+        root = ET.fromstring(xml)
+        assert root.tag == "{urn:oasis:names:specification:ubl:schema:xsd:AttachedDocument-2}AttachedDocument"
+        ns = {
+            "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
+            "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
+        }
+        assert root.findtext("cbc:ParentDocumentID", namespaces=ns) == number
+        embedded = root.findtext("cac:Attachment/cac:ExternalReference/cbc:Description", namespaces=ns)
+        assert embedded is not None and b"<![CDATA[" in xml
+        invoice = ET.fromstring(embedded.encode("utf-8"))
+        assert invoice.tag == "{urn:oasis:names:specification:ubl:schema:xsd:Invoice-2}Invoice"
+        assert invoice.findtext("cbc:UUID", namespaces=ns) == cufe
+        reference = root.find("cac:ParentDocumentLineReference/cac:DocumentReference", ns)
+        assert reference is not None and reference.findtext("cbc:UUID", namespaces=ns) == cufe
+        # the plain download still gives the Invoice itself
+        raw = base64.b64decode(
+            api.get(f"/v1/bills/download-xml/{number}").json()["data"]["xml_base_64_encoded"]
+        )
+        assert ET.fromstring(raw).tag.endswith("}Invoice")
