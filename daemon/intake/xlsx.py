@@ -15,14 +15,20 @@ placement rules). A ``<dimension>`` tag is not trusted: calamine places cells by
 
 Values are then read with python-calamine (Rust; about 10× faster than openpyxl). Cells become
 text: an integral number is written without decimals (``900123456``, never ``900123456.0``), other
-numbers with at most 15 significant digits (what Excel shows, so ``0.1+0.2`` is ``0.3``), dates as
-``YYYY-MM-DD``, times as ``HH:MM:SS``. Merged cells (from the workbook's merge list) and formulas
-without a cached value (found by a defusedxml scan of the sheet part, only when it has formulas)
-are reported on their cells, never guessed.
+numbers with at most 15 significant digits (what Excel shows, so ``0.1+0.2`` is ``0.3``) and the
+decimal separator asked for (``.`` or ``,``; never a thousands separator), dates as
+``YYYY-MM-DD``, times as ``HH:MM:SS``. A number in a percent format is read as shown (0.19 in a
+``0%`` cell is ``19``, by exact decimal arithmetic). Merged cells (from the workbook's merge list),
+formulas without a cached value (found by a defusedxml scan of the sheet part, only when it has
+formulas) and Excel error values such as #N/A (calamine reads them as blank) are reported on their
+cells, never guessed. Error cells and percent styles are found by one expat pass over the sheet
+part, run only when the screen saw an error-typed cell in it or the workbook has a percent style
+that the part uses: a plain workbook pays only for a byte pattern in the screen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import posixpath
 import re
@@ -39,6 +45,7 @@ from xml.parsers import expat
 import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
+from daemon.errors import InputError
 from daemon.intake.rows import HEADER_SCAN, Limits, SourceRow, Table, input_error
 
 __all__ = ["Workbook", "column_letter", "read_xlsx"]
@@ -48,6 +55,8 @@ _CHUNK = 1 << 20
 _DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY", b"<!doctype", b"<!entity")
 _DTD_PATTERN = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _FORMULA_PATTERN = re.compile(rb"<f[ >/]")
+_ERROR_HINT = re.compile(rb"""e["']""")  # cheap first pass: rare in sheet XML, found at C speed
+_ERROR_TYPE = re.compile(rb"""t\s*=\s*["']e["']""")  # an error-typed cell: ``<c r="B2" t="e">``
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -62,6 +71,15 @@ _PLAIN_COLUMN = re.compile(rb'<c r="([A-Z]{1,3})[1-9]')
 _PLAIN, _FAR, _ODD = "plain", "far", "odd"
 _TWO_SHEETS = ("invoices", "items")
 _MAX_FORMULA_REPORTS = 1000
+_MAX_ERROR_CHARS = 40  # the longest error value kept from a cell (Excel's are at most 14 characters)
+_STYLES = "xl/styles.xml"  # where Excel and python-calamine take the cell styles from
+_PERCENT_FORMATS = frozenset({9, 10})  # built-in number formats 0% and 0.00%
+_FORMAT_LITERALS = re.compile(r'"[^"]*(?:"|$)|\\.?|[_*].?|\[[^\]]*(?:\]|$)', re.DOTALL)
+"""What a number format code shows literally: "text", \\x, _x (a space as wide as x), *x (fill), [..]."""
+_CALAMINE_ERRORS = frozenset(
+    {"#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!", "#GETTING_DATA"}
+)
+"""The error values python-calamine reads (as blank); any other stops it reading the sheet."""
 
 
 @dataclass(slots=True)
@@ -77,6 +95,8 @@ class Workbook:
 class _Member:
     name: str
     has_formula: bool = False
+    has_error: bool = False
+    """Some cell may be typed ``t="e"`` (an Excel error such as #N/A), which calamine reads as blank."""
     cells: str = _PLAIN
     """What the cell screen saw: _PLAIN, _FAR (plain tags, some outside the rectangle) or _ODD."""
 
@@ -166,6 +186,7 @@ def _scan_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, cells: 
                 return member
             if may_hold_cells and b"\x00" in chunk[:256]:
                 member.cells = _ODD  # not ASCII-compatible (UTF-16): the byte patterns cannot see its tags
+                member.has_error = True  # nor an error type: the exact scan decides
             tail = b""
             while chunk:
                 window = tail + chunk
@@ -175,6 +196,13 @@ def _scan_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, cells: 
                     )
                 if is_xml and not member.has_formula and _FORMULA_PATTERN.search(window):
                     member.has_formula = True
+                if (
+                    may_hold_cells
+                    and not member.has_error
+                    and _ERROR_HINT.search(window)
+                    and _ERROR_TYPE.search(window)
+                ):
+                    member.has_error = True
                 following = fh.read(_CHUNK)
                 if may_hold_cells and member.cells != _ODD:
                     member.cells = cells.screen(window, member.cells, first=not tail, last=not following)
@@ -290,6 +318,305 @@ def _uncached_formulas(path: Path, part: str) -> dict[tuple[int, int], str]:
     except (KeyError, zipfile.BadZipFile, DET.ParseError, DefusedXmlException, OSError) as exc:
         raise input_error(path, f"sheet part {part} cannot be parsed: {exc}") from None
     return found
+
+
+def _shows_percent(code: str) -> bool:
+    """Whether a number format code shows a number as a percent (x 100): a ``%`` outside literals."""
+    return "%" in _FORMAT_LITERALS.sub("", code)
+
+
+def _percent_styles(path: Path, members: dict[str, _Member]) -> frozenset[int]:
+    """Indexes of the cell styles (``cellXfs`` of xl/styles.xml) whose number format is a percent.
+
+    A style's ``numFmtId`` names a custom format of ``numFmts`` when one has that id, else a
+    built-in one (9 ``0%`` and 10 ``0.00%`` are the percent ones). One streaming expat pass
+    (DTDs refused); elements are matched by local name, as python-calamine does.
+    """
+    if _STYLES not in members:
+        return frozenset()
+    styles = _Styles()
+    parser = expat.ParserCreate()
+    parser.StartElementHandler = styles.start
+    parser.EndElementHandler = styles.end
+    parser.StartDoctypeDeclHandler = _forbid_dtd
+    parser.EntityDeclHandler = _forbid_dtd
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(_STYLES) as fh:
+            while chunk := fh.read(_CHUNK):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except _Refuse as exc:
+        raise input_error(path, f"member {_STYLES} {exc.message}") from None
+    except expat.ExpatError as exc:
+        raise input_error(path, f"member {_STYLES} is not well-formed XML: {exc}") from None
+    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise input_error(path, f"member {_STYLES} cannot be read: {exc}") from None
+    custom = styles.custom
+    return frozenset(
+        index
+        for index, fmt in enumerate(styles.formats)
+        if (_shows_percent(custom[fmt]) if fmt in custom else fmt in _PERCENT_FORMATS)
+    )
+
+
+class _Styles:
+    """Expat handlers collecting ``numFmts`` (id -> format code) and each ``cellXfs`` style's format."""
+
+    def __init__(self) -> None:
+        self.custom: dict[int, str] = {}
+        self.formats: list[int] = []
+        self.section: str | None = None
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        local = tag.rpartition(":")[2]
+        if local in ("numFmts", "cellXfs"):
+            self.section = local
+        elif local == "numFmt" and self.section == "numFmts":
+            self.custom[_number(attrs.get("numFmtId"))] = attrs.get("formatCode", "")
+        elif local == "xf" and self.section == "cellXfs":
+            self.formats.append(_number(attrs.get("numFmtId")))
+
+    def end(self, tag: str) -> None:
+        if tag.rpartition(":")[2] == self.section:
+            self.section = None
+
+
+def _place(ref: str) -> tuple[int, int]:
+    """(0-based row, column) of a cell reference as python-calamine reads it; (-1, -1) if it cannot.
+
+    A reference calamine cannot place makes it refuse the sheet, and :func:`_check_extent` names
+    it first for any part whose tags are not all plain.
+    """
+    found = _ANY_REF.fullmatch(ref)
+    if found is None:
+        return -1, -1
+    letters = found.group(1)
+    column = _column_index(letters.upper()) if len(letters) <= 12 else 26**12
+    return _row_index(found.group(2)), column
+
+
+def _row_index(digits: str) -> int:
+    """0-based row of a row number as written (leading zeros allowed; -1 if it is not a number)."""
+    if not (digits.isascii() and digits.isdigit()):
+        return -1
+    digits = digits.lstrip("0")
+    if not digits:
+        return -1
+    return (int(digits) if len(digits) <= 18 else 10**18) - 1
+
+
+def _number(text: str | None) -> int:
+    """A style or format index as python-calamine reads one: ASCII digits, anything else is 0."""
+    return int(text) if text is not None and text.isascii() and text.isdigit() else 0
+
+
+@dataclass(slots=True)
+class _Marks:
+    """What a scan of a sheet part found (0-based row, column): see :func:`_scan_marks`."""
+
+    errors: dict[tuple[int, int], str] = field(default_factory=dict)
+    percents: list[tuple[int, int]] = field(default_factory=list)
+    unreadable: tuple[str, str] | None = None
+    """(reference, value) of the first error value python-calamine cannot read, wherever it is."""
+
+
+class _MarkCells:
+    """Expat handlers that place cells as python-calamine does (see :class:`_Extent`) and mark them.
+
+    Marked, in rows from ``first_row`` and columns before ``width``: every error cell (``t="e"``
+    with a value; calamine reads it as blank) and every cell whose style (``s``, else style 0, as
+    Excel shows it) is in ``percent``. Whether a percent cell holds a number is for the caller.
+
+    A callback per element is most of the cost, so a part whose cell tags the screen found all
+    plain (each ``<c r="A1"``, no later ``r``: see :class:`_CellScreen`) is read with a start
+    handler only (cells placed by their own reference); end and text handlers are set only while
+    the ``<v>`` of an error cell is read. Other parts follow rows and cells as :class:`_Extent` does.
+    """
+
+    def __init__(self, parser: Any, percent: frozenset[int], first_row: int, width: int) -> None:
+        self.parser = parser
+        self.marks = _Marks()
+        self.percent = percent
+        self.percent_keys = frozenset(str(i) for i in percent)
+        self.default_percent = 0 in percent
+        self.first_row = first_row
+        self.width = width
+        self.row = 0
+        self.column = 0
+        self.in_data = 0
+        self.in_cell = False
+        self.depth = 0
+        self.error: tuple[int, int, str | None] | None = None  # the error cell being read
+        self.text: list[str] = []  # the start of the text of its <v>
+        self.size = 0
+
+    def start_plain(self, tag: str, attrs: dict[str, str]) -> None:
+        """Start handler for a part with plain cell tags only (no end handler needed)."""
+        if tag == "c":
+            if not self.in_data:
+                return
+            ref = attrs.get("r")
+            if attrs.get("t") == "e":
+                self.error = (*_place(ref or ""), ref)
+                return
+            self.error = None
+            if self.percent and self._percent_style(attrs.get("s")):
+                self._percent_at(*_place(ref or ""))
+        elif self.error is not None:
+            if tag.rpartition(":")[2] == "v":
+                self._read_value(self.end_value_plain)
+        elif not self.in_data and tag.rpartition(":")[2] == "sheetData":
+            self.in_data = 1
+
+    def end_value_plain(self, tag: str) -> None:
+        """End handler set only while the ``<v>`` of an error cell is read (plain parts)."""
+        self.parser.EndElementHandler = None
+        self._value_read()
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        """Start handler for any part: cells without a reference are placed by counting."""
+        if self.in_cell:
+            self.depth += 1
+            if self.depth == 1 and self.error is not None and tag.rpartition(":")[2] == "v":
+                self._read_value(self.end)
+            return
+        local = tag.rpartition(":")[2]
+        if local == "c":
+            if not self.in_data:
+                return
+            self.in_cell = True
+            self.depth = 0
+            ref = attrs.get("r")
+            if ref is None:
+                row, column = self.row, self.column
+            else:
+                row, column = _place(ref)
+                self.column = column
+            self._cell(row, column, ref, attrs)
+        elif local == "sheetData":
+            self.in_data += 1
+        elif local == "row" and self.in_data:
+            ref = attrs.get("r")
+            if ref is not None:
+                self.row = _row_index(ref)
+
+    def end(self, tag: str) -> None:
+        """End handler for any part (see :meth:`start`)."""
+        if self.in_cell:
+            if self.depth:
+                self.depth -= 1
+                if self.depth == 0 and self.parser.CharacterDataHandler is not None:
+                    self._value_read()
+                return
+            self.in_cell = False
+            self.error = None
+            self.column += 1
+            return
+        local = tag.rpartition(":")[2]
+        if local == "sheetData":
+            self.in_data = max(0, self.in_data - 1)
+        elif self.in_data and local == "row":
+            self.row += 1
+            self.column = 0
+
+    def _cell(self, row: int, column: int, ref: str | None, attrs: dict[str, str]) -> None:
+        if attrs.get("t") == "e":
+            self.error = (row, column, ref)
+            return
+        self.error = None
+        if self.percent and self._percent_style(attrs.get("s")):
+            self._percent_at(row, column)
+
+    def _percent_style(self, key: str | None) -> bool:
+        """Whether a cell's ``s`` attribute names a percent style (none: style 0)."""
+        if key is None:
+            return self.default_percent
+        if key in self.percent_keys:
+            return True
+        # another style, unless written oddly (leading zeros; not digits, which is style 0)
+        odd = not (key.isascii() and key.isdigit()) or key[:1] == "0"
+        return odd and _number(key) in self.percent
+
+    def _percent_at(self, row: int, column: int) -> None:
+        if row >= self.first_row and 0 <= column < self.width:
+            self.marks.percents.append((row, column))
+
+    def _read_value(self, end: Callable[[str], None]) -> None:
+        """Collect the text of the error cell's ``<v>`` until ``end`` sees the element close."""
+        self.text = []
+        self.size = 0
+        self.parser.CharacterDataHandler = self._data
+        self.parser.EndElementHandler = end
+
+    def _data(self, text: str) -> None:
+        if self.size <= _MAX_ERROR_CHARS:  # an error value is a short word: keep no more
+            self.text.append(text)
+            self.size += len(text)
+
+    def _value_read(self) -> None:
+        self.parser.CharacterDataHandler = None
+        if self.error is None:  # pragma: no cover - _read_value is only called for an error cell
+            return
+        row, column, ref = self.error
+        self.error = None
+        value = "".join(self.text)[:_MAX_ERROR_CHARS]
+        if not value:
+            return  # an empty cached value: blank to calamine (a formula without one is reported apart)
+        if value not in _CALAMINE_ERRORS and self.marks.unreadable is None:
+            self.marks.unreadable = ((ref or f"{_letters(column)}{row + 1}")[:40], value)
+        if row >= self.first_row and 0 <= column < self.width:
+            self.marks.errors[row, column] = value
+
+
+def _uses_styles(path: Path, part: str, styles: frozenset[int]) -> bool:
+    """Whether a cell of sheet part ``part`` may have one of ``styles`` (a byte scan, no parse).
+
+    True when style 0 is one of them (a cell without ``s`` has it) or an ``s`` attribute names
+    one (leading zeros allowed); the exact scan then decides.
+    """
+    if 0 in styles or len(styles) > 1000:
+        return True
+    numbers = "|".join(str(i) for i in sorted(styles))
+    pattern = re.compile(rf"""\ss\s*=\s*["']0*(?:{numbers})["']""".encode())
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(pattern.search(window) for window, _, _ in _windows(zf, part))
+    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError):
+        return True  # the exact scan reports what is wrong
+
+
+def _scan_marks(
+    path: Path, target: _Sheet, part: str, percent: frozenset[int], first_row: int, width: int
+) -> _Marks:
+    """One streaming expat pass over sheet part ``part``: its error cells and percent-styled cells.
+
+    Only run when the screen saw an error-typed cell in the part or the workbook has a percent
+    style. DTDs and entity declarations are refused, as everywhere in this module.
+    """
+    parser = expat.ParserCreate()
+    cells = _MarkCells(parser, percent, first_row, width)
+    if target.member is not None and target.member.cells != _ODD:
+        parser.StartElementHandler = cells.start_plain
+    else:
+        parser.StartElementHandler = cells.start
+        parser.EndElementHandler = cells.end
+    parser.StartDoctypeDeclHandler = _forbid_dtd
+    parser.EntityDeclHandler = _forbid_dtd
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    name = target.name
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(part) as fh:
+            while chunk := fh.read(_CHUNK):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except _Refuse as exc:
+        raise input_error(path, f"sheet {name!r} (part {part}) {exc.message}") from None
+    except expat.ExpatError as exc:
+        raise input_error(path, f"sheet {name!r} (part {part}) is not well-formed XML: {exc}") from None
+    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise input_error(path, f"sheet {name!r} (part {part}) cannot be read: {exc}") from None
+    return cells.marks
 
 
 # -- used range ----------------------------------------------------------------------------------
@@ -571,13 +898,30 @@ def _float_text(value: float) -> str:
 
 
 class _FloatTexts(dict[float, str]):
-    """float -> text, computed once per distinct value (quantities and ids repeat)."""
+    """float -> text, computed once per distinct value (quantities and ids repeat).
+
+    With ``decimal`` "," a fraction is written with a decimal comma (``1234,56``); whole numbers
+    have no separator either way, and no thousands separator is ever written.
+    """
+
+    def __init__(self, decimal: str = ".") -> None:
+        super().__init__()
+        self.comma = decimal == ","
 
     def __missing__(self, value: float) -> str:
         text = _float_text(value)
+        if self.comma:
+            text = text.replace(".", ",")
         if len(self) < 100_000:
             self[value] = text
         return text
+
+
+def _percent_text(value: float | int, decimal: str) -> str:
+    """A number shown as a percent, as shown: the value x 100, exact (0.125 -> ``12.5``)."""
+    text = _float_text(value) if type(value) is float else str(value)
+    shown = format(Decimal(text).scaleb(2), "f")
+    return shown.replace(".", ",") if decimal == "," else shown
 
 
 def _cell_text(value: Any) -> str:
@@ -636,18 +980,30 @@ def read_xlsx(
     header_row: int | None = 1,
     is_header: Callable[[list[str]], bool] | None = None,
     limits: Limits | None = None,
+    decimal: str = ".",
 ) -> Workbook:
-    """Read a workbook: one sheet (named, else the first) or an invoices + items sheet pair.
+    """Read a workbook: one sheet (named, else the first visible one) or an invoices + items pair.
 
     The pair is used when ``items_sheet`` is given, or when no ``sheet`` is given and the workbook
-    has sheets named ``invoices`` and ``items`` (any case). ``header_row`` None finds the header of
-    each sheet: the first non-blank row ``is_header`` accepts among the first
-    :data:`~daemon.intake.rows.HEADER_SCAN` non-blank ones (report titles above it), else the first
-    non-blank row.
+    has sheets named ``invoices`` and ``items`` (any case). Without either, the first sheet that is
+    neither hidden nor a chart is read (the first sheet when every one is). Other sheets are listed
+    in a warning. ``header_row`` None finds the header of each sheet: the first non-blank row
+    ``is_header`` accepts among the first :data:`~daemon.intake.rows.HEADER_SCAN` non-blank ones
+    (report titles above it), else the first non-blank row.
+
+    Cells are text as described in the module docstring. A number shown as a percent (``0%``,
+    ``0.00%`` or a custom format with a ``%``) is read as shown: 0.1 is ``10``. With ``decimal``
+    "," a number that is not whole is written with a decimal comma (``1234,56``), never with a
+    thousands separator, for a profile that parses ``decimal=","``. An Excel error value (#N/A,
+    #DIV/0!...), typed or the cached result of a formula, is kept as its text and reported on its
+    cell in ``SourceRow.problems``.
 
     Raises:
         InputError: not an XLSX, corrupt, a zip/XML bomb, a missing sheet, empty, or over a limit.
+        ValueError: ``decimal`` is neither "." nor ",".
     """
+    if decimal not in (".", ","):
+        raise ValueError(f"decimal must be '.' or ',', got {decimal!r}")
     limits = limits or Limits()
     try:
         size = path.stat().st_size
@@ -672,6 +1028,7 @@ def read_xlsx(
 
         if not names:
             raise input_error(path, "has no sheets")
+        skip = _skipped_sheets(book)
         if items_sheet is not None:
             chosen = [find(sheet or _TWO_SHEETS[0]), find(items_sheet)]
         elif sheet is not None:
@@ -679,11 +1036,13 @@ def read_xlsx(
         elif all(n in folded for n in _TWO_SHEETS):
             chosen = [folded[n] for n in _TWO_SHEETS]
         else:
-            chosen = [names[0]]
+            chosen = [next((n for n in names if n not in skip), names[0])]
         ignored = [n for n in names if n not in chosen]
         if ignored:
-            warnings.append(f"sheet(s) not read: {', '.join(repr(n) for n in ignored)}")
+            listed = (repr(n) + (f" ({skip[n]})" if n in skip else "") for n in ignored)
+            warnings.append(f"sheet(s) not read: {', '.join(listed)}")
         parts = _sheet_parts(path)
+        percent = _percent_styles(path, members)
         tables = []
         for name in chosen:
             readings = parts.get(name, ())
@@ -691,7 +1050,14 @@ def read_xlsx(
             part = next((r for r in readings if r in members), None)
             tables.append(
                 _read_sheet(
-                    path, book, name, part, members, header_row, is_header, limits, two=len(chosen) == 2
+                    path,
+                    book,
+                    _Sheet(name, part, members.get(part or ""), percent),
+                    header_row,
+                    is_header,
+                    limits,
+                    decimal,
+                    two=len(chosen) == 2,
                 )
             )
     finally:
@@ -706,25 +1072,60 @@ def read_xlsx(
     return Workbook(head=tables[0], warnings=warnings)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sheet:
+    """A sheet to read: its name, the zip member it is read from (None when the workbook's
+    relationships do not say), what the screen saw in that member, and the workbook's percent styles."""
+
+    name: str
+    part: str | None
+    member: _Member | None
+    percent: frozenset[int]
+
+
+def _skipped_sheets(book: Any) -> dict[str, str]:
+    """Sheets not to take as "the first sheet", with why: hidden (or very hidden), or a chart.
+
+    From python-calamine's sheet metadata; an older python-calamine without it skips none.
+    """
+    try:
+        metadata = list(getattr(book, "sheets_metadata", None) or ())
+        out: dict[str, str] = {}
+        for meta in metadata:
+            visible = str(meta.visible).rpartition(".")[2]  # SheetVisibleEnum.Hidden
+            kind = str(meta.typ).rpartition(".")[2]  # SheetTypeEnum.WorkSheet
+            why = []
+            if visible in ("Hidden", "VeryHidden"):
+                why.append("hidden")
+            if kind != "WorkSheet":
+                why.append("chart" if kind == "ChartSheet" else "not a worksheet")
+            if why:
+                out[str(meta.name)] = ", ".join(why)
+        return out
+    except BaseException as exc:
+        _reraise_interrupts(exc)
+        return {}
+
+
 def _read_sheet(
     path: Path,
     book: Any,
-    name: str,
-    part: str | None,
-    members: dict[str, _Member],
+    target: _Sheet,
     header_row: int | None,
     is_header: Callable[[list[str]], bool] | None,
     limits: Limits,
+    decimal: str,
     *,
     two: bool,
 ) -> Table:
+    name, part, member = target.name, target.part, target.member
     try:
         sheet = book.get_sheet_by_name(name)
         total_width = int(sheet.total_width)
         total_height = int(sheet.total_height)
     except BaseException as exc:
         _reraise_interrupts(exc)
-        raise input_error(path, f"sheet {name!r} cannot be read: {exc}") from None
+        raise _unreadable(path, target, exc) from None
     if total_width > limits.max_columns:
         raise input_error(
             path, f"sheet {name!r} has {total_width:,} columns, over the limit of {limits.max_columns:,}"
@@ -737,7 +1138,7 @@ def _read_sheet(
         grid = sheet.to_python(skip_empty_area=False)
     except BaseException as exc:
         _reraise_interrupts(exc)
-        raise input_error(path, f"sheet {name!r} cannot be read: {exc}") from None
+        raise _unreadable(path, target, exc) from None
     label = name if two else None
     if header_row is None:
         header_row = _find_header(grid, is_header)
@@ -747,11 +1148,19 @@ def _read_sheet(
     while header_cells and not header_cells[-1].strip():
         header_cells.pop()
     width = len(header_cells)
+    errors: dict[tuple[int, int], str] = {}
+    percent = target.percent
+    odd = member is None or member.cells == _ODD  # the byte scan may not see an odd part's styles
+    if percent and part is not None and not odd and not _uses_styles(path, part, percent):
+        percent = frozenset()  # the percent styles are used on other sheets only
+    if part is not None and member is not None and (member.has_error or percent):
+        marks = _scan_marks(path, target, part, percent, header_row, width)
+        errors = _apply_marks(marks, grid, decimal)
     warnings: list[str] = []
     rows: list[SourceRow] = []
     beyond = False
     max_cell = limits.max_cell_chars
-    floats = _FloatTexts()
+    floats = _FloatTexts(decimal)
     for r in range(header_row, len(grid)):
         raw = grid[r]
         values = [
@@ -769,11 +1178,63 @@ def _read_sheet(
     del grid
     if beyond:
         warnings.append(f"sheet {name!r}: cells right of the last header column are ignored")
+    _mark_errors(errors, rows)
     _mark_merged(sheet, rows, header_row, width, warnings, name)
-    member = members.get(part or "")
     if member is not None and member.has_formula and part is not None:
         _mark_formulas(_uncached_formulas(path, part), rows, width)
     return Table(file=path.name, headers=header_cells, rows=rows, sheet=label, warnings=warnings)
+
+
+def _unreadable(path: Path, target: _Sheet, exc: BaseException) -> InputError:
+    """The error for a sheet python-calamine cannot read, naming the cell when an error value is why.
+
+    python-calamine stops at an Excel error value it does not know (#SPILL!, #CALC!, #FIELD! from
+    newer Excel) with a message that names no cell; the part is then scanned to name it.
+    """
+    name, part, member = target.name, target.part, target.member
+    if part is not None and member is not None and member.has_error:
+        with contextlib.suppress(InputError):
+            found = _scan_marks(path, target, part, frozenset(), 0, 0).unreadable
+            if found is not None:
+                ref, value = found
+                return input_error(
+                    path,
+                    f"sheet {name!r} cell {ref} holds the Excel error {value}, which cannot be read: "
+                    "fix the formula or type the value",
+                )
+    return input_error(path, f"sheet {name!r} cannot be read: {exc}")
+
+
+def _apply_marks(marks: _Marks, grid: list[list[Any]], decimal: str) -> dict[tuple[int, int], str]:
+    """Put the scan's findings into the grid: a percent number becomes its text x 100, an error
+    cell (blank to calamine) its error value. Returns the error cells, to report once rows exist."""
+    texts: dict[float, str] = {}  # rates repeat
+    for r, c in marks.percents:
+        if r < len(grid) and c < len(grid[r]):
+            value = grid[r][c]
+            if type(value) is float or type(value) is int:
+                text = texts.get(value)
+                if text is None:
+                    text = texts[value] = _percent_text(value, decimal)
+                grid[r][c] = text
+    errors = {}
+    for (r, c), value in marks.errors.items():
+        if r < len(grid) and c < len(grid[r]) and grid[r][c] == "":
+            grid[r][c] = value
+            errors[r, c] = value
+    return errors
+
+
+def _mark_errors(errors: dict[tuple[int, int], str], rows: list[SourceRow]) -> None:
+    if not errors:
+        return
+    by_index = {row.row - 1: row for row in rows}
+    for (r, c), value in errors.items():
+        row = by_index.get(r)
+        if row is None:  # pragma: no cover - the error value makes its row non-blank
+            continue
+        row.problems = row.problems or {}
+        row.problems[c] = f"cell holds the Excel error {value}: fix the formula or type the value"
 
 
 def _find_header(grid: list[list[Any]], is_header: Callable[[list[str]], bool] | None) -> int:
