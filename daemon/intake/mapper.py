@@ -626,11 +626,12 @@ class Mapper:
                 if g in mixed_set:
                     return  # _agree reports it with the exact row
                 row = firsts[g]
-                g_errors.setdefault(g, []).append(
-                    self._error(
-                        table, row, col.index, f"{col.canonical} {bad.message}", row.values[col.index]
+                if not (row.problems and col.index in row.problems):  # else the reader's says why
+                    g_errors.setdefault(g, []).append(
+                        self._error(
+                            table, row, col.index, f"{col.canonical} {bad.message}", row.values[col.index]
+                        )
                     )
-                )
                 g_errored.setdefault(g, set()).add(loc)
 
             values = self._column(cells, slot, on_bad)
@@ -699,11 +700,12 @@ class Mapper:
 
             def on_bad(i: int, col: _Column, bad: _Bad, key: str = slot.key) -> None:
                 row = rows[i]
-                row_errors.setdefault(i, []).append(
-                    self._error(
-                        table, row, col.index, f"{col.canonical} {bad.message}", row.values[col.index]
+                if not (row.problems and col.index in row.problems):  # else the reader's says why
+                    row_errors.setdefault(i, []).append(
+                        self._error(
+                            table, row, col.index, f"{col.canonical} {bad.message}", row.values[col.index]
+                        )
                     )
-                )
                 item_errored.setdefault(i, set()).add(key)
 
             values = self._column(cells, slot, on_bad)

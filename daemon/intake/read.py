@@ -165,6 +165,7 @@ def _read(
             items_sheet=read.items_sheet if read else None,
             header_row=header_row,
             is_header=is_header,
+            decimal=read.decimal if read else ".",
             limits=limits,
         )
         warnings.extend(book.warnings)
