@@ -169,3 +169,23 @@ def test_readme_profile_snippets_are_valid_profiles() -> None:
     for block in blocks:
         profile = MappingProfile.from_dict({"profile": {"name": "readme"}, **tomllib.loads(block)})
         assert profile.filters or profile.columns
+
+
+def test_every_test_named_in_reliability_md_exists() -> None:
+    """A guarantee's proof points at tests that exist (file, and test or class name when given)."""
+    text = (ROOT / "RELIABILITY.md").read_text(encoding="utf-8")
+    current: Path | None = None
+    checked = 0
+    for match in re.finditer(r"`(tests/[\w/]+\.py)?((?:::\w+)*)(?:\[[^\]`]*\])?`", text):
+        path, names = match.group(1), match.group(2)
+        if path:
+            current = ROOT / path
+            assert current.is_file(), path
+        if not names:
+            continue
+        assert current is not None, match.group(0)
+        source = current.read_text(encoding="utf-8")
+        for name in names.strip(":").split("::"):
+            assert re.search(rf"^\s*(?:def|class) {name}\b", source, flags=re.M), f"{current.name}::{name}"
+            checked += 1
+    assert checked >= 30
