@@ -221,6 +221,25 @@ def test_dian_down_leaves_work_pending_then_a_later_run_completes(rig: Rig) -> N
     assert_reports_complete(short, rig.server)
 
 
+def test_one_bill_dian_never_answers_blocks_the_rest_without_a_resend_storm(rig: Rig) -> None:
+    """DIAN never answers for DS-1; every other create answers 409 (our pending bill blocks the
+    account). The blocker is resent on its own backoff, not once per 409 of every other invoice:
+    ``run --once`` exits 3 with all three pending and a bounded number of requests."""
+    rig.server.set_faults({"dian_timeout_references": {"DS-1": 1000}})
+    short = Rig(rig.root / "short", rig.server, **sections(submit={"max_attempts": 3}))
+    short.drop("ds.csv", ["DS-1", "DS-2", "DS-3"])
+    started = time.monotonic()
+    assert short.once(timeout_s=90) == 3, short.log_tail()
+    elapsed = time.monotonic() - started
+    validates = rig.server.snapshot()["requests"]["validate"]
+    # 3 invoices x 3 attempts, plus a resend of the blocker per resolved 409 at most
+    assert validates <= 3 * 3 * 2, (validates, elapsed, short.log_tail())
+    assert {line["reference_code"] for line in interim_lines(short)} == {"DS-1", "DS-2", "DS-3"}
+    rig.server.set_faults({"dian_timeout_references": None})
+    assert short.once() == 0, short.log_tail()
+    assert_once(rig.server, ["DS-1", "DS-2", "DS-3"])
+
+
 def test_hidden_rejected_bill_from_a_previous_file_is_cleared(rig: Rig) -> None:
     """A DIAN rejection (NIT check digit, FAK24) leaves a hidden pending bill that would block the account
     with 409: it is deleted, the rejection reported with its rule, and every other invoice validated once."""

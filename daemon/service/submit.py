@@ -589,8 +589,11 @@ class Submitter:
         self._gate.serialise()
         if nested:
             return "retry", self._backoff(0)
-        ours = self.resolve_conflict(ref)
-        return ("wait" if ours else "retry"), min(1.0, self._backoff(0))
+        ours, progress, due_in = self.resolve_conflict(ref)
+        if ours and progress:
+            return "wait", min(1.0, self._backoff(0))  # a blocker just cleared: try again soon
+        # our blocker is still DIAN-pending (or not ours): wait for its next resend, spending attempts
+        return "retry", max(min(due_in, self.policy.backoff_max_s), self._backoff(inv.attempts))
 
     @staticmethod
     def _error(
@@ -670,23 +673,44 @@ class Submitter:
         if self._delete(inv.reference_code):
             self.ledger.update_invoice(inv.reference_code, hidden_bill=0)
 
-    def resolve_conflict(self, blocked_ref: str) -> bool:
+    def _resend_due_in(self, inv: InvoiceRow) -> float:
+        """Seconds before our DIAN-pending invoice may be sent again (0: now): its own backoff, or
+        the scheduler's next round once its worker gave up for now."""
+        now = time.time()
+        if inv.next_attempt_at is not None and inv.next_attempt_at > now:
+            return inv.next_attempt_at - now
+        if inv.sent_at is None:
+            return 0.0
+        cap: float = min(
+            self.policy.backoff_max_s, self.policy.backoff_base_s * (2 ** max(inv.attempts - 1, 0))
+        )
+        due: float = inv.sent_at + cap / 2 - now
+        return max(0.0, due)
+
+    def resolve_conflict(self, blocked_ref: str) -> tuple[bool, bool, float]:
         """Free the account after a 409: resolve our pending bills, leave the others alone.
 
+        A DIAN-pending bill of ours is resent only when its own backoff allows: 409s of other
+        invoices must not turn into a resend per 409 (which spent the whole request budget).
+
         Returns:
-            False when a pending document that is not ours blocks the account (or the lookup
-            failed), True when every blocker is ours and being resolved.
+            ``(ours, progress, due_in)``: ``ours`` is False when a pending document that is not
+            ours blocks the account (or the lookup failed); ``progress`` is True when a blocker
+            was cleared (validated, rejected, deleted); ``due_in`` is the seconds until the next
+            blocker of ours may be resent (0 when none is waiting).
         """
         if not self._resolve_lock.acquire(blocking=False):
             with self._resolve_lock:  # someone else resolved it meanwhile
-                return True
+                return True, True, 0.0
         foreign = False
+        progress = False
+        due_in = float("inf")
         try:
             try:
                 pending = list(self.client.iter_bills(status=0))
             except (TransientError, AuthError, FactusError) as exc:
                 _log.warning("conflict_lookup_failed", error=redact(str(exc)))
-                return False
+                return False, False, 0.0
             for bill in pending:
                 ref = str(bill.get("reference_code") or "")
                 inv = self.ledger.invoice(ref) if ref else None
@@ -710,19 +734,35 @@ class Submitter:
                     if has_rejection(bill):
                         if not inv.terminal and inv.sent_hash == inv.payload_hash:
                             self._record_rejected_from_bill(inv, bill)
-                        elif self._delete(ref) and inv.hidden_bill:
-                            self.ledger.update_invoice(ref, hidden_bill=0)
+                            progress = True
+                        elif self._delete(ref):
+                            progress = True
+                            if inv.hidden_bill:
+                                self.ledger.update_invoice(ref, hidden_bill=0)
                     elif ref != blocked_ref and not inv.terminal:
-                        # Ours and DIAN-pending: resend it now, whether or not its worker is queued.
-                        _log.info("conflict_resend_pending", reference_code=ref, number=bill.get("number"))
-                        self._attempt(inv, nested=True)
+                        wait = self._resend_due_in(inv)
+                        if wait <= 0:
+                            # Ours, DIAN-pending and due: resend it now, whether or not its worker is queued.
+                            _log.info(
+                                "conflict_resend_pending", reference_code=ref, number=bill.get("number")
+                            )
+                            self._attempt(inv, nested=True)
+                            after = self.ledger.invoice(ref)
+                            if after is None or after.terminal:
+                                progress = True
+                            else:
+                                wait = self._resend_due_in(after)
+                        if wait > 0:
+                            due_in = min(due_in, wait)
                 finally:
                     lock.release()
                 if ref != blocked_ref:
                     self.schedule(ref)  # its documents, or its next try
         finally:
             self._resolve_lock.release()
-        return not foreign
+        if due_in == float("inf"):  # nothing of ours is left waiting: the account should be free
+            return not foreign, not foreign, 0.0
+        return not foreign, progress, due_in
 
     # -- documents ---------------------------------------------------------------------------
 
