@@ -104,6 +104,18 @@ class TestFailures:
         emu.set_faults({"fail_rate": None})
         assert api.post("/v1/bills/validate", json=bill("F-1")).status_code == 201
 
+    def test_fractional_rates_set_over_http(self, api: httpx.Client, emu: EmulatorServer) -> None:
+        """Rates posted to the control endpoint as JSON fractions apply (they were refused as Decimal)."""
+        body = {"fail_rate": 0.15, "reset_after_store_rate": 0.25, "latency_ms": 1.5}
+        r = api.post("/__emulator__/faults", json=body)
+        assert r.status_code == 200, r.text
+        faults = emu.snapshot()["faults"]
+        assert (faults["fail_rate"], faults["reset_after_store_rate"]) == (0.15, 0.25)
+        assert api.post("/__emulator__/faults", json={"fail_rate": 1.5}).status_code == 400
+        api.post(
+            "/__emulator__/faults", json={"fail_rate": None, "reset_after_store_rate": None, "latency_ms": 0}
+        )
+
     def test_fail_references(self, api: httpx.Client, emu: EmulatorServer) -> None:
         """A reference in ``fail_references`` fails once with its status and stores nothing."""
         emu.set_faults({"fail_references": {"FR-1": 502}})

@@ -45,6 +45,7 @@ import copy
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["FAULT_KEYS", "FaultError", "Faults", "rejection_rule"]
@@ -219,14 +220,17 @@ class Faults:
         return None if rule is None else rejection_rule(rule)
 
 
+_NUMBER = (int, float, Decimal)  # the control endpoint parses JSON numbers as Decimal
+
+
 def _int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or value < 0:
         raise FaultError(f"{key} must be a non-negative number, got {value!r}")
     return int(value)
 
 
 def _rate(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not 0 <= value <= 1:
         raise FaultError(f"{key} must be a probability between 0 and 1, got {value!r}")
     return float(value)
 
