@@ -128,6 +128,27 @@ def test_duplicates_are_never_resubmitted(tmp_path: Path, demu: EmulatorServer) 
     assert "c.csv" in c["errors"][0]["message"]
 
 
+def test_same_bytes_under_another_profile_are_not_a_duplicate(tmp_path: Path, demu: EmulatorServer) -> None:
+    """The ERP sample dropped in the inbox (canonical layout: unreadable) and, at the same time, in
+    inbox/erp_ventas_es/ (its profile): the profiled copy is read with its profile and validated;
+    only the unprofiled one goes to failed/ (it was failed as a 'duplicate' of it before)."""
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "profiles").mkdir()
+    profile = root / "config" / "profiles" / "erp_ventas_es.toml"
+    (tmp_path / "profiles" / profile.name).write_bytes(profile.read_bytes())
+    sample = (root / "config" / "samples" / "erp_ventas.csv").read_bytes()
+    (tmp_path / "inbox" / "erp_ventas_es").mkdir(parents=True)
+    (tmp_path / "inbox" / "aaa_export.csv").write_bytes(sample)
+    (tmp_path / "inbox" / "erp_ventas_es" / "export.csv").write_bytes(sample)
+    assert Daemon(settings_for(tmp_path, demu)).run_once() == 1  # the unprofiled copy failed
+    found = {r["source"]: r for r in reports(tmp_path / "outbox")}
+    report = found["export.csv"]
+    assert report["profile"] == "erp_ventas_es" and report["invoices"], report
+    assert {i["status"] for i in report["invoices"]} == {"validated"}, report
+    _once_validated(demu, [i["reference_code"] for i in report["invoices"]])
+    assert [p.name for p in (tmp_path / "outbox" / "failed").glob("*.csv")] == ["aaa_export.csv"]
+
+
 def test_a_corrected_invoice_is_submitted_after_a_rejection(tmp_path: Path, demu: EmulatorServer) -> None:
     """After a rejection, the same reference code with corrected content is submitted and validated."""
     settings = settings_for(tmp_path, demu)

@@ -531,15 +531,25 @@ class SqliteLedger:
         """Record a claimed file; a copy of content already seen is registered as a duplicate.
 
         Content seen before only counts when that earlier file was not a failure (a failed file may
-        be dropped again after its problem was fixed).
+        be dropped again after its problem was fixed) and came from the same inbox folder (the
+        folder chooses the mapping profile, so the same bytes elsewhere are another reading).
         """
         now = utc_now()
+        folder = os.path.dirname(original_path)
         with self.transaction() as db:
-            earlier = db.execute(
-                "SELECT id FROM files WHERE sha256 = ? AND duplicate_of IS NULL AND state != 'failed' "
-                "AND NOT (state = 'returning' AND read_at IS NULL) ORDER BY id LIMIT 1",
-                (sha256,),
-            ).fetchone()
+            earlier = next(
+                (
+                    row
+                    for row in db.execute(
+                        "SELECT id, original_path FROM files WHERE sha256 = ? AND duplicate_of IS NULL "
+                        "AND state != 'failed' AND NOT (state = 'returning' AND read_at IS NULL) ORDER BY id",
+                        (sha256,),
+                    )
+                    # the same bytes in inbox/<profile>/ and in the inbox are read differently
+                    if os.path.dirname(row["original_path"]) == folder
+                ),
+                None,
+            )
             cur = db.execute(
                 "INSERT INTO files(sha256, name, original_path, processing_path, profile, size_bytes, "
                 "duplicate_of, state, claimed_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
