@@ -254,3 +254,21 @@ def test_xlsx_numeric_cells_keep_their_value_under_a_decimal_comma_profile(tmp_p
     assert payload(result, "X1")["items"][0]["price"] == 1234.56
     assert payload(result, "X1")["items"][0]["discount_rate"] == 0.5
     assert payload(result, "X2")["items"][0]["price"] == 1234.5
+
+
+def test_an_unclosed_quote_refuses_the_file_instead_of_swallowing_rows(tmp_path: Path) -> None:
+    """A quote opened in row 4 and never closed would turn rows 5.. into one cell and drop those
+    invoices silently: the file is refused naming the row and column. Real multi-line fields pass."""
+    from daemon.errors import InputError
+
+    path = tmp_path / "q.csv"
+    lines = [",".join(COLUMNS)] + [",".join(row(f"Q{n}")) for n in range(1, 7)]
+    lines[3] = lines[3].replace("Uno", '"Tubo 3/4 pulgada')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(
+        InputError, match=r"row 4 column 'item.name': a quote opens here and runs over 3 line"
+    ):
+        read(path)
+    lines[3] = lines[3].replace('"Tubo 3/4 pulgada', '"Tubo\n3/4 pulgada"')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert [i.reference_code for i in read(path).invoices] == [f"Q{n}" for n in range(1, 7)]

@@ -179,3 +179,59 @@ class TestFilters:
         """A rule that cannot be understood is refused when the profile loads, naming the column."""
         with pytest.raises(ConfigError, match=r"\[filter\] 'Tipo'"):
             profile(filter={"Tipo": rule})
+
+
+class TestFiltersWithGrouping:
+    def test_continuation_rows_share_the_fate_of_their_invoice(self, tmp_path: Path) -> None:
+        """Odoo-style fill_down: a refund (RINV) and its blank-parent line are both skipped; the
+        invoice keeps its three lines (the filter used to drop its continuation rows)."""
+        path = tmp_path / "odoo.csv"
+        head = "name;move_type;partner_id;partner_id/vat;code;line;qty;price\n"
+        path.write_text(
+            head
+            + "INV/1;out_invoice;Ana;1399991;A;Uno;1;100\n"
+            + ";;;;B;Dos;1;200\n"
+            + ";;;;C;Tres;1;300\n"
+            + "RINV/1;out_refund;Ana;1399991;D;Cuatro;1;400\n"
+            + ";;;;E;Cinco;1;500\n",
+            encoding="utf-8",
+        )
+        columns = {
+            "name": "reference_code",
+            "partner_id": "customer.names",
+            "partner_id/vat": "customer.identification",
+            "code": "item.code_reference",
+            "line": "item.name",
+            "qty": "item.quantity",
+            "price": "item.price",
+        }
+        defaults = {"customer.identification_document_id": 3, "item.tax_rate": "19.00"}
+        for rule in ({"move_type": ["out_invoice"]}, {"name": {"not_matches": "^RINV"}}):
+            prof = profile(read={"fill_down": True}, columns=columns, defaults=defaults, filter=rule)
+            result = read(path, prof)
+            assert result.errors == [], [str(e) for e in result.errors]
+            [invoice] = result.invoices
+            assert invoice.reference_code == "INV/1" and invoice.rows == [2, 3, 4], rule
+            assert any("rows 5, 6" in w for w in result.warnings), result.warnings
+
+    def test_items_of_an_invoice_skipped_in_the_first_sheet_are_skipped(self, tmp_path: Path) -> None:
+        """invoices + items: an order (PED) skipped in 'invoices' takes its lines in 'items' with it."""
+        wb = Workbook()
+        head = wb.active
+        head.title = "invoices"
+        head.append(
+            ["reference_code", "tipo", "customer.identification_document_id", "customer.identification"]
+        )
+        head.append(["T1", "FV", 3, 1399991])
+        head.append(["T2", "PED", 3, 1399991])
+        items = wb.create_sheet("items")
+        items.append(["reference_code", "item.code_reference", "item.name", "item.price", "item.quantity"])
+        items.append(["T1", "A", "Café", 1000, 1])
+        items.append(["T2", "B", "Té", 500, 1])
+        path = tmp_path / "pair.xlsx"
+        wb.save(path)
+        prof = profile(filter={"tipo": ["FV"]}, defaults={"customer.names": "Ana", "item.tax_rate": "19.00"})
+        result = read(path, prof)
+        assert result.errors == [], [str(e) for e in result.errors]
+        assert [i.reference_code for i in result.invoices] == ["T1"]
+        assert any("sheet 'items'" in w and "rows 3" in w for w in result.warnings), result.warnings

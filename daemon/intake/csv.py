@@ -236,6 +236,9 @@ def _read_records(
         if len(rows) >= max_rows:
             raise input_error(path, f"has more than {max_rows:,} data rows; split it into smaller files")
         _check_cells(path, number, record, max_cell)
+        joined = "".join(record)
+        if "\n" in joined or "\r" in joined:  # a quoted field spans lines
+            _check_quotes(path, number, record, delimiter, headers or [])
         problems: dict[int, str] | None = None
         if len(record) < width:
             record.extend([""] * (width - len(record)))
@@ -299,6 +302,27 @@ def _read_records(
     if headers is None:
         raise input_error(path, "is empty (no header row)")
     return headers, rows
+
+
+def _check_quotes(path: Path, number: int, record: list[str], delimiter: str, headers: list[str]) -> None:
+    """Refuse a quote left open: the rows it swallows would vanish into one cell without a word.
+
+    A quoted field may hold line breaks (an address); one whose inner lines carry about as many
+    delimiters as a row is, in practice, a quote that was never closed.
+    """
+    threshold = max(2, (len(headers) - 1) // 2)
+    for index, cell in enumerate(record):
+        if "\n" not in cell and "\r" not in cell:
+            continue
+        rowlike = sum(1 for line in cell.splitlines()[1:] if line.count(delimiter) >= threshold)
+        if rowlike:
+            column = headers[index] if index < len(headers) else f"field {index + 1}"
+            raise input_error(
+                path,
+                f"row {number} column {column!r}: a quote opens here and runs over {rowlike} line(s) "
+                "that look like rows (a missing closing quote?); those rows would be lost in one cell, "
+                "so the file is not read: fix the quoting",
+            )
 
 
 def _check_cells(path: Path, number: int, record: list[str], max_cell: int) -> None:

@@ -109,7 +109,12 @@ def _values(items: Sequence[Any], where: str, bad: Callable[[str], Exception]) -
 
 
 def apply_filters(
-    file: str, tables: Sequence[Table], filters: Sequence[RowFilter], columns: dict[str, str]
+    file: str,
+    tables: Sequence[Table],
+    filters: Sequence[RowFilter],
+    columns: dict[str, str],
+    *,
+    fill_down: bool = False,
 ) -> list[str]:
     """Drop, in place, the rows of ``tables`` that a filter rejects; return notes for the user.
 
@@ -118,10 +123,14 @@ def apply_filters(
     headers. A filter whose column is in none of the tables is a file-level error: silently keeping
     every row would issue the orders and receipts it was written to skip.
 
+    With ``fill_down`` a row whose reference cell is blank continues the invoice above (Odoo), so it
+    shares that row's fate whatever its own (blank) filter cells say. In an invoices + items pair, the
+    items of an invoice skipped in the first sheet are skipped too.
+
     Raises:
         InputError: a filter names a column the file does not have.
     """
-    notes: list[str] = []
+    located: list[tuple[RowFilter, list[tuple[Table, int]]]] = []
     for rule in filters:
         hits = [(t, i) for t in tables if (i := _column_index(t, rule.column, columns)) is not None]
         if not hits:
@@ -129,23 +138,41 @@ def apply_filters(
             raise input_error(
                 file, f"[filter] column {rule.column!r} is not in the file; found: {found or 'no headers'}"
             )
-        for table, index in hits:
-            kept = []
-            skipped: list[int] = []
-            for row in table.rows:
-                if rule.keeps(row.values[index]):
-                    kept.append(row)
-                else:
-                    skipped.append(row.row)
-            if skipped:
-                table.rows = kept
-                where = f" of sheet {table.sheet!r}" if table.sheet else ""
-                shown = ", ".join(map(str, skipped[:_MAX_LISTED]))
-                if len(skipped) > _MAX_LISTED:
+        located.append((rule, hits))
+    notes: list[str] = []
+    dropped_refs: set[str] = set()
+    kept_refs: set[str] = set()
+    for position, table in enumerate(tables):
+        rules = [(rule, i) for rule, hits in located for t, i in hits if t is table]
+        ref_index = _column_index(table, "reference_code", columns)
+        skipped: dict[str, list[int]] = {}
+        kept = []
+        parent: str | None = None  # the rule that dropped the row above (fill_down), "" when kept
+        for row in table.rows:
+            ref = row.values[ref_index].strip() if ref_index is not None else ""
+            if fill_down and ref_index is not None and not ref and parent is not None:
+                reason = parent
+            else:
+                reason = next((rule.describe() for rule, i in rules if not rule.keeps(row.values[i])), "")
+                if not reason and position > 0 and ref and ref in dropped_refs and ref not in kept_refs:
+                    reason = "its invoice was skipped in the first sheet"
+                parent = reason
+            if reason:
+                skipped.setdefault(reason, []).append(row.row)
+                if ref and position == 0:
+                    dropped_refs.add(ref)
+            else:
+                kept.append(row)
+                if ref and position == 0:
+                    kept_refs.add(ref)
+        if skipped:
+            table.rows = kept
+            where = f" of sheet {table.sheet!r}" if table.sheet else ""
+            for reason, numbers in skipped.items():
+                shown = ", ".join(map(str, numbers[:_MAX_LISTED]))
+                if len(numbers) > _MAX_LISTED:
                     shown += " ..."
-                notes.append(
-                    f"skipped {len(skipped)} row(s){where} where {rule.describe()} ([filter]): rows {shown}"
-                )
+                notes.append(f"skipped {len(numbers)} row(s){where} where {reason} ([filter]): rows {shown}")
     return notes
 
 

@@ -102,7 +102,9 @@ def header_test(profile: MappingProfile | None) -> Callable[[list[str]], bool]:
 
 def _filter(file: str, tables: list[Table], profile: MappingProfile | None, warnings: list[str]) -> None:
     if profile is not None and profile.filters:
-        warnings.extend(apply_filters(file, tables, profile.filters, profile.columns))
+        warnings.extend(
+            apply_filters(file, tables, profile.filters, profile.columns, fill_down=profile.read.fill_down)
+        )
 
 
 @contextlib.contextmanager
