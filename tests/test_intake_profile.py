@@ -245,3 +245,39 @@ class TestMultiValueCells:
         """Each mistake in a several-column value map or a [split] is a configuration error."""
         with pytest.raises(ConfigError, match=match):
             MappingProfile.from_dict({"profile": {"name": "m"}, **section})
+
+    def test_a_value_map_and_an_explicit_column_that_disagree_are_an_error(self, tmp_path: Path) -> None:
+        """'IVA Excluido' sets is_excluded 1; an 'Excluido' column saying 0 on the same row is a
+        conflict at the tax cell, not silently one or the other."""
+        path = tmp_path / "m.csv"
+        path.write_text(
+            "ref;cc;nombre;cod;item;cant;precio;imp;excl\n"
+            "M1;1399991;Ana;A;Uno;1;100;IVA Excluido;0\n"
+            "M2;1399991;Ana;A;Uno;1;100;IVA Excluido;1\n",
+            encoding="utf-8",
+        )
+        prof = MappingProfile.from_dict(
+            {
+                "profile": {"name": "m"},
+                "columns": {
+                    "ref": "reference_code",
+                    "cc": "customer.identification",
+                    "nombre": "customer.names",
+                    "cod": "item.code_reference",
+                    "item": "item.name",
+                    "cant": "item.quantity",
+                    "precio": "item.price",
+                    "imp": "item.tax_rate",
+                    "excl": "item.is_excluded",
+                },
+                "defaults": {"customer.identification_document_id": 3},
+                "values": {
+                    "item.tax_rate": {"IVA Excluido": {"item.tax_rate": "0.00", "item.is_excluded": 1}}
+                },
+            }
+        )
+        result = read_invoices(path, settings=Settings(), lookups=Lookups.builtin(), profile=prof)
+        [error] = result.errors
+        assert (error.row, error.column, error.reference_code) == (2, "imp", "M1")
+        assert "is 1 by the value map of this cell, but 0 in its own column" in error.message
+        assert [i.reference_code for i in result.invoices] == ["M2"]

@@ -75,6 +75,8 @@ class _Column:
     canonical: str
     index: int
     memo: _Memo
+    derived: bool = False
+    """Fed by another column's several-column value map or [split] cell (see Mapper._expand)."""
 
 
 @dataclass(slots=True)
@@ -190,6 +192,7 @@ class Mapper:
         self.extras = extras or {}
         self.warnings: list[str] = []
         self._held: dict[Any, list[RowError]] = {}
+        self._used: dict[int, set[int]] = {}
         """Errors of rows without a reference code, held against the invoice just above them."""
         read = profile.read if profile else None
         self.parser = TextParser(  # native v1 JSON is canonical whatever the profile says
@@ -349,7 +352,9 @@ class Mapper:
                     col.memo = _Memo(_picker(parts, name, report=True))
             for target in sorted(targets - {name}):
                 slot = by_path[self._path_of(FIELDS[target])]
-                slot.cols.append(_Column(target, index, _Memo(_picker(parts, target, report=False))))
+                slot.cols.append(
+                    _Column(target, index, _Memo(_picker(parts, target, report=False)), derived=True)
+                )
 
     def _parts_converter(self, spec: FieldSpec) -> Callable[[str], Any]:
         """raw cell -> {canonical column: value} (or _Bad) for a multi-target or split column."""
@@ -569,8 +574,13 @@ class Mapper:
         cells: list[list[str]],
         slot: _Slot,
         on_bad: Callable[[int, _Column, _Bad], None],
+        flagged: dict[int, Any] | None = None,
     ) -> list[Any] | None:
-        """The slot's value for each record: its first non-blank column, MISSING when all are blank."""
+        """The slot's value for each record: its first non-blank column, MISSING when all are blank.
+
+        ``flagged`` maps a record to the cells a reader flagged (Excel error, merge, formula): such a
+        cell is not trusted, so it counts as bad (the reader's message is the one reported).
+        """
         values: list[Any] | None = None
         for col in slot.cols:
             memo = col.memo
@@ -580,10 +590,26 @@ class Mapper:
                     if type(v) is _Bad:
                         on_bad(i, col, v)
                         converted[i] = MISSING
+            if flagged:
+                for i, problems in flagged.items():
+                    if col.index in problems and converted[i] is not MISSING:
+                        on_bad(i, col, _Bad("flagged by the reader"))
+                        converted[i] = MISSING
             if values is None:
                 values = converted
-            else:
-                values = [b if a is MISSING else a for a, b in zip(values, converted, strict=True)]
+                continue
+            if col.derived:
+                for i, (a, b) in enumerate(zip(values, converted, strict=True)):
+                    if a is not MISSING and b is not MISSING and a != b:
+                        on_bad(
+                            i,
+                            col,
+                            _Bad(
+                                f"is {as_text(b)} by the value map of this cell, "
+                                f"but {as_text(a)} in its own column"
+                            ),
+                        )
+            values = [b if a is MISSING else a for a, b in zip(values, converted, strict=True)]
         return values
 
     def _with_default(self, slot: _Slot, values: list[Any] | None, n: int) -> tuple[list[Any] | None, bool]:
@@ -609,6 +635,7 @@ class Mapper:
         n = len(groups)
         firsts = [rows[hidx[0]] for _, hidx in groups]
         cells = [r.values for r in firsts]
+        flagged = {g: r.problems for g, r in enumerate(firsts) if r.problems}
         keyer = self._head_keyer()
         mixed: list[int] = []
         if keyer is not None:
@@ -634,7 +661,7 @@ class Mapper:
                     )
                 g_errored.setdefault(g, set()).add(loc)
 
-            values = self._column(cells, slot, on_bad)
+            values = self._column(cells, slot, on_bad, flagged)
             for g in mixed:
                 if values is None:
                     break
@@ -693,6 +720,7 @@ class Mapper:
         rows = table.rows
         n = len(rows)
         cells = [r.values for r in rows]
+        flagged = {i: r.problems for i, r in enumerate(rows) if r.problems}
         columns: dict[str, list[Any]] = {}
         with_missing: set[int] = set()
         extra_slots: list[tuple[_Slot, list[Any]]] = []
@@ -708,7 +736,7 @@ class Mapper:
                     )
                 item_errored.setdefault(i, set()).add(key)
 
-            values = self._column(cells, slot, on_bad)
+            values = self._column(cells, slot, on_bad, flagged)
             if type(slot.default_value) is _Bad and (values is None or any(v is MISSING for v in values)):
                 self._warn(
                     f"default for {slot.default_name} ({slot.default_source}) {slot.default_value.message}"
@@ -768,6 +796,10 @@ class Mapper:
                 raw = rows[i].values[col.index]
                 text = raw.strip()
                 if not text:
+                    continue
+                problems = rows[i].problems
+                if problems and col.index in problems:
+                    errored.add(self._loc(slot))  # the reader's message says why
                     continue
                 value = col.memo[raw]
                 if chosen is None:
@@ -867,13 +899,32 @@ class Mapper:
     def _problem_errors(self, table: Table, row: SourceRow) -> list[RowError]:
         assert row.problems
         out = []
+        used = self._used_columns(table)
         for index, message in row.problems.items():
+            if index > ROW_PROBLEM and index not in used:
+                continue  # a column the profile does not read: its #REF! or merge harms nothing
             if index <= ROW_PROBLEM:
                 label = row.labels.get(index) if row.labels else None
                 out.append(RowError(self.file, row.row, label, None, message, table.sheet))
             else:
                 out.append(self._error(table, row, index, message))
         return out
+
+    def _used_columns(self, table: Table) -> set[int]:
+        """Indices of ``table``'s columns that feed the payload (reference code included)."""
+        used = self._used.get(id(table))
+        if used is None:
+            if not self.two_tables:
+                slots, ref = self.head_slots + self.item_slots, self.ref_head
+            elif table is self.item_table:
+                slots, ref = self.item_slots, self.ref_item
+            else:
+                slots, ref = self.head_slots, self.ref_head
+            used = {c.index for s in slots for c in s.cols}
+            if ref is not None:
+                used.add(ref)
+            self._used[id(table)] = used
+        return used
 
     def locate(
         self, draft: Draft, loc: tuple[Any, ...]
