@@ -272,3 +272,37 @@ def test_an_unclosed_quote_refuses_the_file_instead_of_swallowing_rows(tmp_path:
     lines[3] = lines[3].replace('"Tubo 3/4 pulgada', '"Tubo\n3/4 pulgada"')
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert [i.reference_code for i in read(path).invoices] == [f"Q{n}" for n in range(1, 7)]
+
+
+def test_branch_suffix_for_any_document_and_unicode_digits_refused(tmp_path: Path) -> None:
+    """'0000079421317-000' for a CC customer is 79421317; '900123456-000' for a NIT is 900123456;
+    Arabic-Indic digits are not digits of a Colombian amount or identification."""
+    header = [*COLUMNS, "customer.company"]
+    rows = [
+        ["B1", "3", "0000079421317-000", "Ana", "A", "Uno", "1", "100", "0", "19", ""],
+        ["B2", "6", "900123456-000", "", "A", "Uno", "1", "100", "0", "19", "ACME"],
+        ["B3", "3", "1399991", "Ana", "A", "Uno", "1", "١٢٣", "0", "19", ""],
+    ]
+    result = read(csv_lines(tmp_path / "b.csv", rows, header=header))
+    assert payload(result, "B1")["customer"]["identification"] == "79421317"
+    customer = payload(result, "B2")["customer"]
+    assert (customer["identification"], customer["dv"]) == ("900123456", "8")
+    [error] = result.errors
+    assert (error.reference_code, error.column, error.value) == ("B3", "item.price", "١٢٣")
+
+
+def test_a_split_separator_equal_to_the_decimal_separator_is_refused() -> None:
+    """[split] ',' with decimal ',' would read '5,5' as two values."""
+    from daemon.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[split\] 'item.tax_rate' separator ','"):
+        profile(read={"decimal": ","}, split={"item.tax_rate": ","})
+
+
+def test_a_value_missing_from_a_value_map_says_so(tmp_path: Path) -> None:
+    """'IVA 16%' is neither a number nor in the map: the message names the map."""
+    prof = profile(values={"item.tax_rate": {"IVA 19%": "19.00"}})
+    rows = [row("V1")]
+    rows[0][-1] = "IVA 16%"
+    [error] = read(csv_lines(tmp_path / "v.csv", rows), prof).errors
+    assert 'not one of the 1 value(s) of the profile\'s [values."item.tax_rate"] map' in error.message

@@ -235,3 +235,15 @@ class TestFiltersWithGrouping:
         assert result.errors == [], [str(e) for e in result.errors]
         assert [i.reference_code for i in result.invoices] == ["T1"]
         assert any("sheet 'items'" in w and "rows 3" in w for w in result.warnings), result.warnings
+
+
+def test_the_row_naming_most_known_columns_is_the_header(tmp_path: Path) -> None:
+    """A title line that happens to name two columns ('Filtro: reference_code, item.name') loses to
+    the real header below it, which names many more."""
+    path = tmp_path / "trap.csv"
+    path.write_text(
+        "Filtro;reference_code;item.name\n\n" + HEADER + "\n" + line("R-1") + "\n", encoding="utf-8"
+    )
+    result = read(path)
+    assert result.errors == [] and [i.reference_code for i in result.invoices] == ["R-1"]
+    assert result.invoices[0].rows == [4]

@@ -95,21 +95,27 @@ def sniff_delimiter(header_line: str) -> str:
 
 
 def _choose_delimiter(
-    lines: list[str], header_row: int | None, is_header: Callable[[list[str]], bool] | None
+    lines: list[str], header_row: int | None, is_header: Callable[[list[str]], int] | None
 ) -> str:
     """Sniff the delimiter from the header line, not from a title above it.
 
-    With ``is_header``, the first line that some delimiter splits into a header wins (this finds
-    the header and its delimiter together, whatever punctuation the titles hold). Otherwise the
-    configured header line, or else the first line holding any candidate delimiter, decides.
+    With ``is_header`` (a header score: known column names in a record), the line and delimiter
+    that score best find the header and its delimiter together, whatever punctuation the titles
+    hold. Otherwise the configured header line, or else the first line holding any candidate
+    delimiter, decides.
     """
     if header_row is not None and header_row <= len(lines):
         return sniff_delimiter(lines[header_row - 1])
     if is_header is not None:
+        best: tuple[int, str] | None = None
         for line in lines:
             for candidate in DELIMITERS:
-                if candidate in line and is_header(next(_csv.reader([line], delimiter=candidate), [])):
-                    return candidate
+                if candidate in line:
+                    score = is_header(next(_csv.reader([line], delimiter=candidate), []))
+                    if score >= 2 and (best is None or score > best[0]):
+                        best = (score, candidate)
+        if best is not None:
+            return best[1]
     return next((sniff_delimiter(ln) for ln in lines if _has_delimiter(ln)), ",")
 
 
@@ -141,7 +147,7 @@ def read_csv(
     encoding: str | None = None,
     delimiter: str | None = None,
     header_row: int | None = 1,
-    is_header: Callable[[list[str]], bool] | None = None,
+    is_header: Callable[[list[str]], int] | None = None,
     limits: Limits | None = None,
 ) -> Table:
     """Read a CSV file into a :class:`Table` of text cells.
@@ -151,9 +157,10 @@ def read_csv(
         encoding: a codec name from the profile; None detects it.
         delimiter: one character from the profile; None sniffs it from the header line.
         header_row: the record holding the header (records above it are skipped, e.g. titles);
-            None finds it: the first non-blank record that ``is_header`` accepts among the first
-            :data:`HEADER_SCAN` non-blank ones, else the first non-blank record.
-        is_header: tells a header record from a title or data record (auto mode only).
+            None finds it: among the first :data:`HEADER_SCAN` non-blank records, the one that
+            ``is_header`` scores highest (two known columns at least, the earliest on a tie),
+            else the first non-blank record.
+        is_header: scores a record as a header: how many known column names it holds.
         limits: size, row, column and cell limits.
 
     Raises:
@@ -218,7 +225,7 @@ def _read_records(
     text: io.TextIOWrapper,
     delimiter: str,
     header_row: int | None,
-    is_header: Callable[[list[str]], bool] | None,
+    is_header: Callable[[list[str]], int] | None,
     limits: Limits,
 ) -> tuple[list[str], list[SourceRow]]:
     headers: list[str] | None = None
@@ -228,7 +235,7 @@ def _read_records(
     max_columns = limits.max_columns
     max_rows = limits.max_rows
     number = 0
-    waiting: list[tuple[int, list[str]]] = []  # auto mode: non-blank records before the header
+    waiting: list[tuple[int, list[str], int]] = []  # auto mode: non-blank records and their scores
 
     def add(number: int, record: list[str]) -> None:
         if not record or (len(record) == 1 and not record[0].strip()):
@@ -256,16 +263,18 @@ def _read_records(
         _check_cells(path, number, record, max_cell)
         return record
 
-    def fallback() -> tuple[list[str], int]:
-        # no record looked like a header: the first non-blank one is it (errors then list its cells)
-        nonlocal width
-        first, *later = waiting
-        header = take_header(*first)
-        width = len(header)
-        for number, record in later:
+    def choose() -> None:
+        # the best-scoring record is the header (none scores 2: the first, so errors list its cells)
+        nonlocal headers, width
+        best = max(range(len(waiting)), key=lambda k: (waiting[k][2], -k))
+        if waiting[best][2] < 2:
+            best = 0
+        number, record, _ = waiting[best]
+        headers = take_header(number, record)
+        width = len(headers)
+        for number, record, _ in waiting[best + 1 :]:
             add(number, record)
         waiting.clear()
-        return header, width
 
     for record in _records(path, text, delimiter):
         number += 1
@@ -289,16 +298,15 @@ def _read_records(
             continue
         if blank:
             continue
-        if is_header is None or is_header(record):
+        if is_header is None:
             headers = take_header(number, record)
             width = len(headers)
-            waiting.clear()  # titles above the header
             continue
-        waiting.append((number, record))
+        waiting.append((number, record, is_header(record)))
         if len(waiting) >= HEADER_SCAN:
-            headers, width = fallback()
+            choose()
     if headers is None and waiting:
-        headers, width = fallback()
+        choose()
     if headers is None:
         raise input_error(path, "is empty (no header row)")
     return headers, rows

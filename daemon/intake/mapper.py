@@ -10,6 +10,7 @@ values (tax rates, codes, customers) are parsed once, which is what keeps 100,00
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,6 +32,7 @@ _PRIORITY = {"built-in": 0, "settings": 1, "profile": 2}
 _MAX_WARNINGS = 50
 _MEMO_MAX = 200_000
 _HUNDRED = Decimal(100)
+_BRANCH = re.compile(r"([0-9]{5,15})-([0-9]{3})", re.ASCII)
 _ESCAPED = frozenset("=+-@")
 """After a leading apostrophe: how Odoo and spreadsheets keep such text from being a formula."""
 
@@ -96,6 +98,13 @@ class _Slot:
     @property
     def name(self) -> str:
         return self.names[0]
+
+
+def _not_mapped(vmap: Mapping[str, Any] | None, name: str) -> str:
+    """The hint that a value is neither in the column's value map nor readable as the column."""
+    if not vmap:
+        return ""
+    return f', and it is not one of the {len(vmap)} value(s) of the profile\'s [values."{name}"] map'
 
 
 def _picker(parts: _Memo, name: str, *, report: bool) -> Callable[[str], Any]:
@@ -388,7 +397,8 @@ class Mapper:
                             return _Bad(f"lists two values for {key} ({piece!r} and an earlier one)")
                         out[key] = value
             except BadValue as exc:
-                return _Bad(f"{exc} (in {piece!r})" if separator and len(pieces) > 1 else str(exc))
+                message = f"{exc}{_not_mapped(vmap, name)}"
+                return _Bad(f"{message} (in {piece!r})" if separator and len(pieces) > 1 else message)
             return out
 
         return convert
@@ -427,7 +437,7 @@ class Mapper:
                         return plain_parse(kind, as_text(hit), name)
                 return parse(kind, text, name)
             except BadValue as exc:
-                return _Bad(str(exc))
+                return _Bad(f"{exc}{_not_mapped(vmap, name)}")
 
         return convert
 
@@ -836,15 +846,19 @@ class Mapper:
             else:  # derived from a missing or wrong document type: that error is reported instead
                 errored.add(("customer", "legal_organization_id"))
         ident = customer.get("identification")
+        if not isinstance(ident, str) or "-" not in ident:
+            pass
+        elif (m := _BRANCH.fullmatch(ident.strip())) is not None:
+            # Siigo Pyme: the number (often zero-padded to 13 digits), '-' and a 3-digit branch
+            # (sucursal); a DV is one digit, so '-000' never is one, whatever the document type
+            number = m.group(1).lstrip("0") or "0"
+            self._warn(f"{ident!r} read as {number} (the '-{m.group(2)}' is a Siigo branch code)")
+            customer["identification"] = ident = number
         if doc != NIT_DOCUMENT_ID or not isinstance(ident, str):
             return
         if "." not in ident and "-" not in ident and " " not in ident:
             return
         number, _, dv = ident.replace(".", "").replace(" ", "").partition("-")
-        if number.isdigit() and len(dv) == 3 and dv.isdigit() and number.startswith("0"):
-            # Siigo Pyme: NIT zero-padded to 13 digits + '-' + a 3-digit branch (sucursal), no DV
-            self._warn(f"{ident!r} read as NIT {number.lstrip('0')} (the '-{dv}' is a Siigo branch code)")
-            number, dv = number.lstrip("0") or "0", ""
         if not number.isdigit() or (dv and not (dv.isdigit() and len(dv) == 1)):
             return  # left as is: the validator reports it as not digits-only
         customer["identification"] = number

@@ -16,20 +16,20 @@ from daemon.intake.lookups import Lookups
 
 __all__ = ["BadValue", "TextParser", "as_text"]
 
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
-_FLOATY_INT = re.compile(r"(\d+)\.0+")
-_SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+")
-_EXCEL_SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE][+-]\d{2,}")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+_FLOATY_INT = re.compile(r"(\d+)\.0+", re.ASCII)
+_SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+", re.ASCII)
+_EXCEL_SCIENTIFIC = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE][+-]\d{2,}", re.ASCII)
 """How Excel shows a long number it turned into a float (``9.00123E+08``); ``12E4`` stays a code."""
 _TRUE = frozenset({"true", "1", "si", "sí", "s", "yes", "y", "x", "-1", "verdadero", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "falso", "f"})
-_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?", re.ASCII)
 _FALLBACK_DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d")
-_SERIAL = re.compile(r"(\d{1,7})(?:\.\d+)?")
+_SERIAL = re.compile(r"(\d{1,7})(?:\.\d+)?", re.ASCII)
 _EXCEL_EPOCH = date(1899, 12, 30)
 _MIN_YEAR, _MAX_YEAR = 1900, 2199
 _MAX_SERIAL = (date(_MAX_YEAR, 12, 31) - _EXCEL_EPOCH).days
-_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?(?:\.\d+)?", re.ASCII)
 
 
 class BadValue(ValueError):
@@ -193,7 +193,7 @@ class TextParser:
 
     def integer(self, text: str) -> int:
         """A whole number (``3``, ``3.00``, ``3,00`` with a decimal comma)."""
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return int(text)
         try:
             value = self.decimal_value(text)

@@ -166,6 +166,11 @@ class MappingProfile:
                 raise bad(f"[split] unknown canonical column {canonical!r}")
             if not isinstance(separator, str) or not separator or len(separator) > 3 or separator.isspace():
                 raise bad(f"[split] {canonical!r} must be a separator of 1 to 3 characters, e.g. ','")
+            if separator in (read.decimal, read.thousands):
+                raise bad(
+                    f"[split] {canonical!r} separator {separator!r} is also this profile's decimal or "
+                    "thousands separator: '5,5' would be two values; choose another (e.g. ';' or '|')"
+                )
             split[canonical] = separator
         return cls(
             name=pname.strip(),

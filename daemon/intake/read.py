@@ -78,8 +78,9 @@ def read_invoices(
         raise input_error(path, f"could not be read ({type(exc).__name__}: {exc})") from None
 
 
-def header_test(profile: MappingProfile | None) -> Callable[[list[str]], bool]:
-    """Tell the header row from report titles above it: it names two or more known columns.
+def header_test(profile: MappingProfile | None) -> Callable[[list[str]], int]:
+    """Score a row as the header: how many known columns it names (the best row of the first
+    :data:`~daemon.intake.rows.HEADER_SCAN` wins, report titles above it are skipped).
 
     Known columns are the canonical ones and the headers the profile maps; matching is tolerant
     (see :func:`~daemon.intake.fields.normalise_header`).
@@ -88,16 +89,10 @@ def header_test(profile: MappingProfile | None) -> Callable[[list[str]], bool]:
     if profile is not None:
         known.update(profile.columns)
 
-    def is_header(cells: list[str]) -> bool:
-        hits = 0
-        for cell in cells:
-            if cell and normalise_header(cell) in known:
-                hits += 1
-                if hits >= 2:
-                    return True
-        return False
+    def score(cells: list[str]) -> int:
+        return sum(1 for cell in cells if cell and normalise_header(cell) in known)
 
-    return is_header
+    return score
 
 
 def _filter(file: str, tables: list[Table], profile: MappingProfile | None, warnings: list[str]) -> None:

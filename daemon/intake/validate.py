@@ -163,7 +163,7 @@ def _explain(err: Any) -> str:
 
 
 def _is_digit_text(value: Any) -> bool:
-    return isinstance(value, str) and value.isdigit()
+    return isinstance(value, str) and value.isascii() and value.isdigit()
 
 
 def cross_checks(data: dict[str, Any], lookups: Lookups) -> list[tuple[tuple[Any, ...], str]]:
@@ -260,7 +260,7 @@ def _customer_checks(customer: dict[str, Any], lookups: Lookups) -> list[tuple[t
     doc = customer.get("identification_document_id")
     ident = customer.get("identification")
     if isinstance(ident, str) and ident and type(doc) is int:
-        if doc in DIGITS_ONLY_DOCUMENTS and not ident.isdigit():
+        if doc in DIGITS_ONLY_DOCUMENTS and not (ident.isascii() and ident.isdigit()):
             name = IDENTIFICATION_DOCUMENTS[doc][1]
             out.append((("customer", "identification"), f"must contain digits only for a {name}"))
         elif doc == NIT_DOCUMENT_ID:

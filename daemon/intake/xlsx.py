@@ -978,7 +978,7 @@ def read_xlsx(
     sheet: str | None = None,
     items_sheet: str | None = None,
     header_row: int | None = 1,
-    is_header: Callable[[list[str]], bool] | None = None,
+    is_header: Callable[[list[str]], int] | None = None,
     limits: Limits | None = None,
     decimal: str = ".",
 ) -> Workbook:
@@ -1112,7 +1112,7 @@ def _read_sheet(
     book: Any,
     target: _Sheet,
     header_row: int | None,
-    is_header: Callable[[list[str]], bool] | None,
+    is_header: Callable[[list[str]], int] | None,
     limits: Limits,
     decimal: str,
     *,
@@ -1237,9 +1237,10 @@ def _mark_errors(errors: dict[tuple[int, int], str], rows: list[SourceRow]) -> N
         row.problems[c] = f"cell holds the Excel error {value}: fix the formula or type the value"
 
 
-def _find_header(grid: list[list[Any]], is_header: Callable[[list[str]], bool] | None) -> int:
+def _find_header(grid: list[list[Any]], is_header: Callable[[list[str]], int] | None) -> int:
     """The 1-based row of the header: see :func:`read_xlsx` (1 for a sheet with no text at all)."""
     first: int | None = None
+    best: tuple[int, int] | None = None  # (score, row)
     seen = 0
     for r, raw in enumerate(grid):
         cells = [_cell_text(v) for v in raw]
@@ -1247,12 +1248,15 @@ def _find_header(grid: list[list[Any]], is_header: Callable[[list[str]], bool] |
             continue
         if first is None:
             first = r + 1
-        if is_header is None or is_header(cells):
+        if is_header is None:
             return r + 1
+        score = is_header(cells)
+        if score >= 2 and (best is None or score > best[0]):
+            best = (score, r + 1)
         seen += 1
         if seen >= HEADER_SCAN:
             break
-    return first or 1
+    return best[1] if best is not None else first or 1
 
 
 def _mark_merged(
