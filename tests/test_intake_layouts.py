@@ -247,3 +247,21 @@ def test_the_row_naming_most_known_columns_is_the_header(tmp_path: Path) -> None
     result = read(path)
     assert result.errors == [] and [i.reference_code for i in result.invoices] == ["R-1"]
     assert result.invoices[0].rows == [4]
+
+
+def test_a_cover_sheet_first_does_not_hide_the_data_sheet(tmp_path: Path) -> None:
+    """With no sheet named, a first (visible) sheet without a known header is passed over for the
+    first sheet that has one, with a note naming both."""
+    wb = Workbook()
+    cover = wb.active
+    cover.title = "Portada"
+    cover.append(["Informe de ventas"])
+    cover.append(["nada"])
+    data = wb.create_sheet("Datos")
+    data.append(HEADER.split(";"))
+    data.append(line("C-1").split(";"))
+    path = tmp_path / "cover.xlsx"
+    wb.save(path)
+    result = read(path)
+    assert result.errors == [] and [i.reference_code for i in result.invoices] == ["C-1"]
+    assert any("read sheet 'Datos'" in w for w in result.warnings), result.warnings

@@ -1037,29 +1037,38 @@ def read_xlsx(
             chosen = [folded[n] for n in _TWO_SHEETS]
         else:
             chosen = [next((n for n in names if n not in skip), names[0])]
+        parts = _sheet_parts(path)
+        percent = _percent_styles(path, members)
+
+        def read_one(name: str) -> Table:
+            readings = parts.get(name, ())
+            _check_extent(path, name, readings, members, header_row or 1, limits)  # before calamine
+            part = next((r for r in readings if r in members), None)
+            return _read_sheet(
+                path,
+                book,
+                _Sheet(name, part, members.get(part or ""), percent),
+                header_row,
+                is_header,
+                limits,
+                decimal,
+                two=len(chosen) == 2,
+            )
+
+        tables = [read_one(name) for name in chosen]
+        auto = sheet is None and items_sheet is None and len(chosen) == 1
+        if auto and is_header is not None and is_header(tables[0].headers) < 2:
+            # a cover or notes sheet first: the data is on the first visible sheet with a header
+            for name in (n for n in names if n not in skip and n != chosen[0]):
+                other = read_one(name)
+                if is_header(other.headers) >= 2:
+                    warnings.append(f"sheet {chosen[0]!r} has no known header; read sheet {name!r}")
+                    chosen, tables = [name], [other]
+                    break
         ignored = [n for n in names if n not in chosen]
         if ignored:
             listed = (repr(n) + (f" ({skip[n]})" if n in skip else "") for n in ignored)
             warnings.append(f"sheet(s) not read: {', '.join(listed)}")
-        parts = _sheet_parts(path)
-        percent = _percent_styles(path, members)
-        tables = []
-        for name in chosen:
-            readings = parts.get(name, ())
-            _check_extent(path, name, readings, members, header_row or 1, limits)  # before calamine
-            part = next((r for r in readings if r in members), None)
-            tables.append(
-                _read_sheet(
-                    path,
-                    book,
-                    _Sheet(name, part, members.get(part or ""), percent),
-                    header_row,
-                    is_header,
-                    limits,
-                    decimal,
-                    two=len(chosen) == 2,
-                )
-            )
     finally:
         close = getattr(book, "close", None)
         if close is not None:
