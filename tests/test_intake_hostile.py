@@ -462,3 +462,20 @@ class TestHugeJson:
         assert content.flat is not None
         assert [r.row for r in content.flat.rows] == [1, 2]
         assert content.flat.rows[0].values[1] == "Enigma\u2028S.A.S."
+
+
+def test_a_csv_of_too_many_cells_is_refused_with_bounded_memory(tmp_path: Path) -> None:
+    """Rows x columns is bounded too: tiny cells would otherwise fit over a hundred million cells in
+    the file-size limit."""
+    from daemon.intake.csv import read_csv
+
+    path = tmp_path / "wide.csv"
+    width = 500
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(",".join(f"c{i}" for i in range(width)) + "\n")
+        row = ",".join("1" for _ in range(width)) + "\n"
+        for _ in range(300):
+            fh.write(row)
+    with pytest.raises(InputError, match=r"has more than 100,000 cells \(200 rows of 500 columns so far\)"):
+        read_csv(path, limits=Limits(max_cells=100_000))
+    assert len(read_csv(path).rows) == 300

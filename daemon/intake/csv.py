@@ -13,7 +13,7 @@ import codecs
 import csv as _csv
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from daemon.intake.rows import HEADER_SCAN, Limits, SourceRow, Table, input_error
@@ -212,14 +212,6 @@ def read_csv(
     return Table(file=path.name, headers=headers, rows=rows, warnings=warnings)
 
 
-def _records(path: Path, text: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
-    reader = _csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
-    try:
-        yield from reader
-    except _csv.Error as exc:
-        raise input_error(path, f"malformed CSV near line {reader.line_num}: {exc}") from None
-
-
 def _read_records(
     path: Path,
     text: io.TextIOWrapper,
@@ -234,17 +226,23 @@ def _read_records(
     max_cell = limits.max_cell_chars
     max_columns = limits.max_columns
     max_rows = limits.max_rows
+    max_cells = limits.max_cells
     number = 0
-    waiting: list[tuple[int, list[str], int]] = []  # auto mode: non-blank records and their scores
+    waiting: list[tuple[int, list[str], int, bool]] = []  # auto mode: records before the header
 
-    def add(number: int, record: list[str]) -> None:
+    def add(number: int, record: list[str], spans: bool) -> None:
         if not record or (len(record) == 1 and not record[0].strip()):
             return  # a blank line: counted, never data
         if len(rows) >= max_rows:
             raise input_error(path, f"has more than {max_rows:,} data rows; split it into smaller files")
+        if len(rows) * width >= max_cells:
+            raise input_error(
+                path,
+                f"has more than {max_cells:,} cells ({len(rows):,} rows of {width:,} columns so far); "
+                "split it into smaller files or export only the columns the profile reads",
+            )
         _check_cells(path, number, record, max_cell)
-        joined = "".join(record)
-        if "\n" in joined or "\r" in joined:  # a quoted field spans lines
+        if spans:  # a quoted field runs over several lines
             _check_quotes(path, number, record, delimiter, headers or [])
         problems: dict[int, str] | None = None
         if len(record) < width:
@@ -269,42 +267,50 @@ def _read_records(
         best = max(range(len(waiting)), key=lambda k: (waiting[k][2], -k))
         if waiting[best][2] < 2:
             best = 0
-        number, record, _ = waiting[best]
+        number, record, _, _ = waiting[best]
         headers = take_header(number, record)
         width = len(headers)
-        for number, record, _ in waiting[best + 1 :]:
-            add(number, record)
+        for number, record, _, spans in waiting[best + 1 :]:
+            add(number, record, spans)
         waiting.clear()
 
-    for record in _records(path, text, delimiter):
-        number += 1
-        if len(record) > max_columns:
-            raise input_error(
-                path, f"row {number} has {len(record):,} fields, over the limit of {max_columns:,} columns"
-            )
-        if number == 1 and record and record[0].startswith("\ufeff"):
-            record[0] = record[0][1:]
-        if headers is not None:
-            add(number, record)
-            continue
-        blank = not any(cell.strip() for cell in record)
-        if header_row is not None:
-            if number < header_row:
+    reader = _csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+    line = 0
+    try:
+        for record in reader:
+            spans = reader.line_num - line > 1
+            line = reader.line_num
+            number += 1
+            if len(record) > max_columns:
+                raise input_error(
+                    path,
+                    f"row {number} has {len(record):,} fields, over the limit of {max_columns:,} columns",
+                )
+            if number == 1 and record and record[0].startswith("\ufeff"):
+                record[0] = record[0][1:]
+            if headers is not None:
+                add(number, record, spans)
+                continue
+            blank = not any(cell.strip() for cell in record)
+            if header_row is not None:
+                if number < header_row:
+                    continue
+                if blank:
+                    raise input_error(path, f"has no header: row {number} is blank")
+                headers = take_header(number, record)
+                width = len(headers)
                 continue
             if blank:
-                raise input_error(path, f"has no header: row {number} is blank")
-            headers = take_header(number, record)
-            width = len(headers)
-            continue
-        if blank:
-            continue
-        if is_header is None:
-            headers = take_header(number, record)
-            width = len(headers)
-            continue
-        waiting.append((number, record, is_header(record)))
-        if len(waiting) >= HEADER_SCAN:
-            choose()
+                continue
+            if is_header is None:
+                headers = take_header(number, record)
+                width = len(headers)
+                continue
+            waiting.append((number, record, is_header(record), spans))
+            if len(waiting) >= HEADER_SCAN:
+                choose()
+    except _csv.Error as exc:
+        raise input_error(path, f"malformed CSV near line {reader.line_num}: {exc}") from None
     if headers is None and waiting:
         choose()
     if headers is None:

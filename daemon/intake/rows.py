@@ -45,6 +45,8 @@ class Limits:
         max_xlsx_cells: cells in the used range of a sheet (A1 to its last row and column): the
             sheet is held as a full grid, about 40 bytes a cell, empty ones included.
         max_json_depth: nesting depth of a JSON document.
+        max_cells: cells (data rows x header width) in one CSV table: with ``max_file_bytes`` alone,
+            a file of tiny cells would hold over a hundred million of them (gigabytes as text).
     """
 
     max_file_bytes: int = 256 * 1024 * 1024
@@ -56,6 +58,7 @@ class Limits:
     max_xlsx_members: int = 10_000
     max_xlsx_cells: int = 16_000_000
     max_json_depth: int = 64
+    max_cells: int = 12_000_000
 
 
 @dataclass(slots=True)
