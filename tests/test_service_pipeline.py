@@ -149,6 +149,21 @@ def test_same_bytes_under_another_profile_are_not_a_duplicate(tmp_path: Path, de
     assert [p.name for p in (tmp_path / "outbox" / "failed").glob("*.csv")] == ["aaa_export.csv"]
 
 
+def test_an_invoice_waiting_out_its_doubt_does_not_hold_a_worker(
+    tmp_path: Path, demu: EmulatorServer
+) -> None:
+    """One worker: W-1's create gets a gateway 502 (the bill may still be in the making), so it must
+    wait ``in_doubt_grace_s`` before it is looked up and resent. Meanwhile W-2 is validated: the wait
+    is a deferral, not a sleeping worker (under 30 % 5xx a sleeping worker made runs 16x slower)."""
+    demu.set_faults({"fail_references": {"W-1": 502}})
+    write_invoices(tmp_path / "inbox" / "w.csv", ["W-1", "W-2"])
+    settings = settings_for(tmp_path, demu, submit={"concurrency": 1})
+    assert Daemon(settings).run_once() == 0
+    _once_validated(demu, ["W-1", "W-2"])
+    order = [b["reference_code"] for b in demu.snapshot()["bills"]]
+    assert order == ["W-2", "W-1"], order
+
+
 def test_a_corrected_invoice_is_submitted_after_a_rejection(tmp_path: Path, demu: EmulatorServer) -> None:
     """After a rejection, the same reference code with corrected content is submitted and validated."""
     settings = settings_for(tmp_path, demu)

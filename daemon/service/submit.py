@@ -21,6 +21,8 @@ The rules, in the order they apply to one invoice:
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import random
 import threading
 import time
@@ -49,6 +51,8 @@ _NOT_CREATED = frozenset({"rate_limited", "conflict", "auth", "not_sent", "error
 _SERIAL_FOR_S = 30.0
 _STRIPES = 1024  # per-invoice mutual exclusion without one lock object per reference code
 _FREE_WAITS = 100
+_DEFER_S = 1.0
+"""A wait longer than this gives the worker back: the invoice is re-queued when it is due."""
 
 
 class _Outcome(Protocol):
@@ -228,6 +232,11 @@ class Submitter:
         self.auth_error: str | None = None
         self.unreachable = False
         """True after a transient failure, until the next successful exchange."""
+        self._deferred: list[tuple[float, int, str]] = []  # (monotonic due time, seq, reference)
+        self._carry: dict[str, tuple[int, int]] = {}  # attempts used and free waits of a deferred one
+        self._seq = itertools.count()
+        self._wake = threading.Condition()
+        self._timer: threading.Thread | None = None
 
     # -- scheduling ------------------------------------------------------------------------------
 
@@ -273,6 +282,8 @@ class Submitter:
     def shutdown(self, timeout_s: float) -> bool:
         """Stop starting attempts, let in-flight requests finish; True when drained in time."""
         self.stop_event.set()
+        with self._wake:
+            self._wake.notify_all()  # deferred invoices are parked at once
         drained = self.wait_idle(timeout_s)
         self._pool.shutdown(wait=drained, cancel_futures=True)
         return drained
@@ -304,10 +315,55 @@ class Submitter:
             self._active.discard(ref)
             self._idle.notify_all()
 
+    def _defer(self, ref: str, delay: float, used: int, free: int) -> None:
+        """Give the worker back while ``ref`` waits ``delay`` seconds; it stays active (``run
+        --once`` still waits for it) and is re-queued when due, or parked on shutdown."""
+        self._carry[ref] = (used, free)
+        with self._wake:
+            heapq.heappush(self._deferred, (time.monotonic() + delay, next(self._seq), ref))
+            if self._timer is None:
+                self._timer = threading.Thread(target=self._requeue_loop, name="submit-defer", daemon=True)
+                self._timer.start()
+            self._wake.notify_all()
+
+    def _requeue_loop(self) -> None:
+        while True:
+            due: list[str] = []
+            stopping = False
+            with self._wake:
+                while not due:
+                    if self.stop_event.is_set():
+                        stopping = True
+                        due = [ref for _, _, ref in self._deferred]
+                        self._deferred.clear()
+                        break
+                    now = time.monotonic()
+                    while self._deferred and self._deferred[0][0] <= now:
+                        due.append(heapq.heappop(self._deferred)[2])
+                    if not due:
+                        wait = self._deferred[0][0] - now if self._deferred else 0.5
+                        self._wake.wait(min(wait, 0.5))
+            for ref in due:
+                if stopping:
+                    self._carry.pop(ref, None)
+                    self._park(ref, "stopping")
+                    self._finish(ref)
+                    continue
+                try:
+                    self._pool.submit(self._run, ref)
+                except RuntimeError:  # pool shut down
+                    self._carry.pop(ref, None)
+                    self._finish(ref, notify=False)
+            if stopping:
+                with self._wake:
+                    self._timer = None
+                return
+
     def _run(self, ref: str) -> None:
+        deferred = False
         try:
             with structlog.contextvars.bound_contextvars(reference_code=ref):
-                self._work(ref)
+                deferred = self._work(ref)
         except Exception as exc:
             _log.exception("invoice_worker_failed", reference_code=ref, error=redact(repr(exc)))
             try:
@@ -319,7 +375,8 @@ class Submitter:
             except Exception:
                 _log.exception("invoice_worker_cleanup_failed", reference_code=ref)
         finally:
-            self._finish(ref)
+            if not deferred:
+                self._finish(ref)
 
     # -- one invoice ---------------------------------------------------------------------------
 
@@ -327,47 +384,52 @@ class Submitter:
         cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * (2**attempt))
         return self._rng.uniform(cap / 2, cap)
 
-    def _work(self, ref: str) -> None:
+    def _work(self, ref: str) -> bool:
+        """Drive one invoice until done, out of attempts, stopped, or deferred (returns True)."""
         with self._ref_lock(ref):
             inv = self.ledger.invoice(ref)
             if inv is None:
-                return
+                return False
             if inv.hidden_bill:
                 self._delete_hidden(inv)
         if inv.state == "validated":
             self._ensure_documents(ref)
-            return
+            return False
         if inv.state in ("rejected", "invalid"):
-            return
-        used = free = 0
+            return False
+        used, free = self._carry.pop(ref, (0, 0))
         while used < self.policy.max_attempts:
             if self.stop_event.is_set():
                 self._park(ref, "stopping")
-                return
+                return False
             if not self.auth_ok.is_set():
                 self._park(ref, "auth", message=self.auth_error)
-                return
+                return False
             with self._ref_lock(ref):
                 inv = self.ledger.invoice(ref)
                 if inv is None:
-                    return
+                    return False
                 # Another thread may have finished it while this one waited (conflict resolution).
                 step, delay = ("done", 0.0) if inv.terminal else self._attempt(inv)
             if step == "done":
                 inv = self.ledger.invoice(ref)
                 if inv is not None and inv.state == "validated":
                     self._ensure_documents(ref)
-                return
+                return False
             if step == "stop":
-                return
+                return False
             # Waiting for one of our own pending bills to clear does not use up the attempts.
             if step == "wait" and free < _FREE_WAITS:
                 free += 1
             else:
                 used += 1
-            if used < self.policy.max_attempts and self.stop_event.wait(delay):
-                self._park(ref, "stopping")
-                return
+            if used < self.policy.max_attempts:
+                if delay > _DEFER_S:
+                    self._defer(ref, delay, used, free)
+                    return True
+                if self.stop_event.wait(delay):
+                    self._park(ref, "stopping")
+                    return False
         inv = self.ledger.invoice(ref)
         if inv is not None and not inv.terminal:
             due = time.time() + self.policy.retry_pending_s
@@ -380,6 +442,7 @@ class Submitter:
                 message=inv.message,
                 retry_in_s=self.policy.retry_pending_s,
             )
+        return False
 
     def _park(self, ref: str, why: str, *, message: str | None = None) -> None:
         """Leave an unfinished invoice ``pending`` (never ``submitting``) for a later round."""
@@ -440,7 +503,7 @@ class Submitter:
                     _log.info("invoice_in_doubt_wait", reference_code=ref, wait_s=round(wait, 2))
                     if inv.state == "submitting":
                         self.ledger.update_invoice(ref, state="pending", last_outcome="lost")
-                    return "wait", min(wait, max(0.2, self.policy.backoff_max_s))
+                    return "wait", wait  # deferred: the worker serves other invoices meanwhile
         return self._create(inv, nested=nested)
 
     def _create(self, inv: InvoiceRow, *, nested: bool = False) -> Step:
