@@ -2,7 +2,11 @@
 
 import sys
 
-from daemon.cli import main
+from daemon import _early
+
+_early.install()  # before the heavy imports: a SIGTERM during start-up is a clean stop
+
+from daemon.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from daemon import __version__
+from daemon import __version__, _early
 from daemon.errors import DaemonError
 from daemon.log import configure_logging, redact
 
@@ -52,8 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
+    if argv is None:  # the real process (not a test calling main([...])): see daemon._early
+        _early.install()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        if argv is None:
+            _early.release()
+        raise
+    if argv is None and args.command != "run":
+        _early.release()  # only the daemon turns a start-up SIGTERM into a clean stop
     configure_logging(args.log_level or "info", json=args.log_json)
     handler: Handler = args.handler
     try:

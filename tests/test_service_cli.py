@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,61 @@ def test_missing_credentials_is_a_configuration_error(
         monkeypatch.delenv(var, raising=False)
     assert main(["--config", str(config_toml(tmp_path)), "run", "--once", "--no-progress"]) == 2
     assert "FACTUS_CLIENT_SECRET" in capsys.readouterr().err
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (Linux: SigCgt of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("after_s", [0.0, 0.05, 0.15, 0.4])
+def test_sigterm_while_the_daemon_is_starting_is_a_clean_stop(
+    tmp_path: Path, emu: EmulatorServer, after_s: float
+) -> None:
+    """A supervisor's SIGTERM that arrives while ``run`` is still importing or starting ends it with
+    exit 0 (it was killed by the signal, exit -15, until the handler was set only once the daemon
+    ran). Timed from the moment the program handles SIGTERM, which ``python -m daemon`` sets before
+    its imports: before that only the interpreter itself runs and nothing can catch a signal."""
+    import signal
+    import subprocess
+    import time
+
+    from service_support import daemon_env
+
+    config = config_toml(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+        cwd=tmp_path,
+        env=daemon_env(emu),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not _catches(proc.pid, signal.SIGTERM):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.001)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+
+
+def test_sigterm_while_another_command_starts_still_ends_it(tmp_path: Path) -> None:
+    """Only the daemon turns a start-up SIGTERM into a clean stop; a dry run still ends on it."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "validate", str(tmp_path / "none.csv")],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) in (143, -15, 2)

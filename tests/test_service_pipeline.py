@@ -164,6 +164,25 @@ def test_an_invoice_waiting_out_its_doubt_does_not_hold_a_worker(
     assert order == ["W-2", "W-1"], order
 
 
+def test_a_re_dropped_file_keeps_its_invalid_lines_invalid(tmp_path: Path, demu: EmulatorServer) -> None:
+    """The same bytes again: issued invoices are 'duplicate' with their number; a line refused when
+    read is reported 'invalid' with its errors again, not 'duplicate' of nothing."""
+    rows = invoice_rows("RD-1") + invoice_rows("RD-2", person=False, nit_dv="1")
+    (tmp_path / "inbox").mkdir(parents=True)
+    text = csv_text(rows)
+    (tmp_path / "inbox" / "rd.csv").write_text(text, encoding="utf-8")
+    settings = settings_for(tmp_path, demu)
+    assert Daemon(settings).run_once() == 1
+    (tmp_path / "inbox" / "rd-again.csv").write_text(text, encoding="utf-8")
+    assert Daemon(settings).run_once() == 1
+    again = {r["source"]: r for r in reports(tmp_path / "outbox")}["rd-again.csv"]
+    by_ref = {i["reference_code"]: i for i in again["invoices"]}
+    assert by_ref["RD-1"]["status"] == "duplicate" and by_ref["RD-1"]["number"]
+    assert by_ref["RD-2"]["status"] == "invalid" and by_ref["RD-2"]["errors"], by_ref["RD-2"]
+    assert again["summary"]["invalid"] == 1 and again["summary"]["duplicate"] == 1
+    _once_validated(demu, ["RD-1"])
+
+
 def test_a_corrected_invoice_is_submitted_after_a_rejection(tmp_path: Path, demu: EmulatorServer) -> None:
     """After a rejection, the same reference code with corrected content is submitted and validated."""
     settings = settings_for(tmp_path, demu)

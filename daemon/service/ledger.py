@@ -726,12 +726,19 @@ class SqliteLedger:
         now = utc_now()
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT reference_code, rows FROM entries WHERE file_id = ? AND reference_code IS NOT NULL "
-                "ORDER BY seq",
+                "SELECT reference_code, rows, kind, status, errors FROM entries WHERE file_id = ? "
+                "AND reference_code IS NOT NULL ORDER BY seq",
                 (original_id,),
             ).fetchall()
             original = db.execute("SELECT name, claimed_at FROM files WHERE id=?", (original_id,)).fetchone()
             for seq, row in enumerate(rows, start=1):
+                if row["kind"] in ("invalid", "conflict"):
+                    # never an invoice (refused when read): the same errors again, not "duplicate"
+                    self._insert_entry(
+                        db, file_id, seq, row["reference_code"], row["kind"], _loads(row["rows"]),
+                        status=row["status"], errors=_loads(row["errors"]),
+                    )  # fmt: skip
+                    continue
                 self._insert_entry(db, file_id, seq, row["reference_code"], "duplicate", _loads(row["rows"]))
             note = _error(
                 [],

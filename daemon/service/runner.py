@@ -30,6 +30,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from daemon import _early
 from daemon.errors import AuthError, ConfigError, DaemonError, FactusError, LedgerError
 from daemon.log import redact
 from daemon.service.budget import ServiceRateLimiter
@@ -478,6 +479,9 @@ class Daemon:
             self.request_stop()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if _early.received():  # SIGTERM while the process was still starting: stop at once
+            _log.info("daemon_signal", signal="received during start-up")
+            self.request_stop()
         try:
             yield
         finally:
@@ -487,6 +491,8 @@ class Daemon:
     def run(self) -> int:
         """Watch until SIGTERM/SIGINT (or :meth:`request_stop`), then drain and return 0."""
         with self._signals():
+            if self._stop.is_set():
+                return EXIT_OK
             self.start(watch=True)
             try:
                 while not self._stop.wait(0.5):

@@ -333,9 +333,11 @@ class Submitter:
             with self._wake:
                 while not due:
                     if self.stop_event.is_set():
+                        # drained and retired in one step: a later _defer starts a new thread
                         stopping = True
                         due = [ref for _, _, ref in self._deferred]
                         self._deferred.clear()
+                        self._timer = None
                         break
                     now = time.monotonic()
                     while self._deferred and self._deferred[0][0] <= now:
@@ -355,8 +357,6 @@ class Submitter:
                     self._carry.pop(ref, None)
                     self._finish(ref, notify=False)
             if stopping:
-                with self._wake:
-                    self._timer = None
                 return
 
     def _run(self, ref: str) -> None:
