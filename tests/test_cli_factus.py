@@ -184,6 +184,17 @@ class TestInvoice:
         code, out, _ = run("invoice", "show", number, "--json")
         assert json.loads(out)["bill"]["number"] == number
 
+    def test_list_page_past_the_last_says_so(self, run: Run, emu: EmulatorServer) -> None:
+        """--page beyond the last page says so instead of "no bills match" when bills exist."""
+        for i in range(3):
+            make_bill(f"CLI-PAST-{i}")
+        code, out, _ = run("invoice", "list", "--page", "99")
+        assert code == 0
+        assert "no bills match" not in out
+        assert "page 99 is past the last page (1); 3 bills match" in out
+        code, out, _ = run("invoice", "list", "--status", "0", "--page", "99")
+        assert code == 0 and "no bills match" in out
+
     def test_show_unknown_exit_6(self, run: Run, emu: EmulatorServer) -> None:
         """An unknown number exits 6 with the Factus message."""
         code, _, err = run("invoice", "show", "SETP1")

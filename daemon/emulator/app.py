@@ -779,6 +779,8 @@ def _countries(app: App, request: Request, _params: dict[str, str]) -> Response:
     return json_response(200, {"status": "OK", "message": _OK, "data": rows})
 
 
+# §2.7 DIAN sandbox test identities: per document type, prefix + "9999" + 1…9 or 10 (e.g. CC 1399991…
+# 1399999 and 13999910); only the types the contract lists (1, 2, 3) are seeded.
 _ACQUIRER_PREFIXES = {1: "11", 2: "12", 3: "13"}
 
 
@@ -802,7 +804,7 @@ def _acquirer(app: App, request: Request, _params: dict[str, str]) -> Response:
         return _validation_error(errors)
     doc_id = int(doc)
     prefix = _ACQUIRER_PREFIXES.get(doc_id)
-    if prefix is None or not re.fullmatch(prefix + r"9999(\d|10)", number):
+    if prefix is None or not re.fullmatch(prefix + r"9999([1-9]|10)", number):
         return _not_found(f"No se encontró información del adquiriente con identificación {number}")
     index = number.removeprefix(prefix + "9999")
     doc_name = catalog.IDENTIFICATION_DOCUMENTS[doc_id][1]

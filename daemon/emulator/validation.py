@@ -101,6 +101,10 @@ MAX_NIT_DIGITS = 15
 _INT = re.compile(r"^[+-]?\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DIGITS = re.compile(r"^\d+$")
+# §3.1: the customer identification is digits only. Documents issued abroad (7 Pasaporte, 8 Documento
+# de identificación extranjero, 10 NIT otro país) are the exception: their numbers may hold letters.
+_ALPHANUMERIC_DOCUMENTS = frozenset({7, 8, 10})
+_CUSTOMER_TEXTS = ("company", "trade_name", "names", "address", "phone")
 _MISSING = object()
 
 
@@ -331,8 +335,10 @@ def _customer(v: Errors, raw: Any, ctx: BillContext) -> dict[str, Any]:
     identification = v.string(
         v.required(customer, "identification", p + "identification"), p + "identification", max_len=20
     )
-    is_nit = out["identification_document_id"] == catalog.NIT_DOCUMENT_ID
-    if identification is not None and is_nit and not _DIGITS.match(identification):
+    doc_id = out["identification_document_id"]
+    is_nit = doc_id == catalog.NIT_DOCUMENT_ID
+    digits_only = doc_id is not None and doc_id not in _ALPHANUMERIC_DOCUMENTS
+    if identification is not None and digits_only and not _DIGITS.match(identification):
         v.add(p + "identification", f"El formato del campo {_attr('identification')} es inválido.")
         identification = None
     elif identification is not None and is_nit and len(identification) > MAX_NIT_DIGITS:
@@ -349,19 +355,22 @@ def _customer(v: Errors, raw: Any, ctx: BillContext) -> dict[str, Any]:
     if dv is not None and dv > 9:
         v.add(p + "dv", f"El campo {_attr('dv')} no debe ser mayor que 9.")
         dv = None
-    out["dv"] = dv
-    for key in ("company", "trade_name", "names", "address", "phone"):
-        out[key] = v.string(v.present(customer, key), p + key, max_len=255)
-    out["email"] = v.email(v.present(customer, "email"), p + "email")
+    # The check digit belongs to a NIT only: Factus answers "dv": null for any other document even
+    # when one was sent (D1 example: CC customer sent with dv "3").
+    out["dv"] = dv if is_nit else None
+    # An empty optional text is echoed as sent ("" stays "", D1 example); absent/null stays null.
+    for key in _CUSTOMER_TEXTS:
+        out[key] = "" if _blank(customer, key) else v.string(v.present(customer, key), p + key, max_len=255)
+    out["email"] = "" if _blank(customer, "email") else v.email(v.present(customer, "email"), p + "email")
     out["legal_organization_id"] = v.exists(
         v.required(customer, "legal_organization_id", p + "legal_organization_id"),
         p + "legal_organization_id",
         catalog.LEGAL_ORGANIZATIONS,
     )
     # §3.1: company is required for legal entities (1), names for natural persons (2).
-    if out["legal_organization_id"] == 1 and out["company"] is None and (p + "company") not in v.map:
+    if out["legal_organization_id"] == 1 and not out["company"] and (p + "company") not in v.map:
         v.add(p + "company", "El campo razón social es obligatorio cuando tipo de organización es 1.")
-    if out["legal_organization_id"] == 2 and out["names"] is None and (p + "names") not in v.map:
+    if out["legal_organization_id"] == 2 and not out["names"] and (p + "names") not in v.map:
         v.add(p + "names", "El campo nombres es obligatorio cuando tipo de organización es 2.")
     out["tribute_id"] = v.exists(
         v.required(customer, "tribute_id", p + "tribute_id"), p + "tribute_id", catalog.CUSTOMER_TRIBUTES
@@ -370,6 +379,12 @@ def _customer(v: Errors, raw: Any, ctx: BillContext) -> dict[str, Any]:
         v.present(customer, "municipality_id"), p + "municipality_id", ctx.municipality_ids
     )
     return out
+
+
+def _blank(data: Mapping[str, Any], key: str) -> bool:
+    """Whether ``key`` holds a blank string (``""`` once trimmed, as Laravel's TrimStrings does)."""
+    value = data.get(key)
+    return isinstance(value, str) and not value.strip()
 
 
 def _withholdings(v: Errors, raw: Any, path: str) -> list[dict[str, Any]]:
@@ -477,11 +492,14 @@ def _allowance(v: Errors, raw: Any, i: int) -> dict[str, Any]:
         ),
         "is_surcharge": v.boolean(_required_flag(v, charge, "is_surcharge", p), p + ".is_surcharge"),
         "reason": v.string(v.required(charge, "reason", p + ".reason"), p + ".reason", max_len=255),
-        "base_amount": v.number(
-            v.required(charge, "base_amount", p + ".base_amount"),
+        "base_amount": _positive(
+            v,
+            v.number(
+                v.required(charge, "base_amount", p + ".base_amount"),
+                p + ".base_amount",
+                max_value=MAX_AMOUNT,
+            ),
             p + ".base_amount",
-            min_value=Decimal(0),
-            max_value=MAX_AMOUNT,
         ),
         "amount": v.number(
             v.required(charge, "amount", p + ".amount"),
@@ -490,6 +508,14 @@ def _allowance(v: Errors, raw: Any, i: int) -> dict[str, Any]:
             max_value=MAX_AMOUNT,
         ),
     }
+
+
+def _positive(v: Errors, value: Decimal | None, path: str) -> Decimal | None:
+    """``gt:0``: §3.4 divides by the allowance base (percentage = amount / base_amount × 100)."""
+    if value is not None and value <= 0:
+        v.add(path, f"El campo {_attr(path)} debe ser mayor que 0.")
+        return None
+    return value
 
 
 def _numbering_range(v: Errors, payload: Mapping[str, Any], ctx: BillContext) -> int | None:

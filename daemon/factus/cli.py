@@ -268,6 +268,10 @@ def _invoice_list(args: argparse.Namespace) -> int:
         }
         for item in page.items
     ]
+    if not rows and page.total > 0 and page.current_page > page.last_page:
+        # bills match, the requested page is just beyond them: "no bills match" would be wrong
+        print(f"page {page.current_page} is past the last page ({page.last_page}); {page.total} bills match")
+        return 0
     _print_table(rows, _BILL_COLUMNS, empty="no bills match")
     print(f"page {page.current_page} of {page.last_page} ({page.total} bills)")
     return 0
