@@ -232,8 +232,8 @@ def test_one_bill_dian_never_answers_blocks_the_rest_without_a_resend_storm(rig:
     assert short.once(timeout_s=90) == 3, short.log_tail()
     elapsed = time.monotonic() - started
     validates = rig.server.snapshot()["requests"]["validate"]
-    # 3 invoices x 3 attempts, plus a resend of the blocker per resolved 409 at most
-    assert validates <= 3 * 3 * 2, (validates, elapsed, short.log_tail())
+    # 3 invoices x 3 attempts, plus the blocker's resends on its own backoff: tens, not hundreds
+    assert validates <= 3 * 3 * 3, (validates, elapsed, short.log_tail())
     assert {line["reference_code"] for line in interim_lines(short)} == {"DS-1", "DS-2", "DS-3"}
     rig.server.set_faults({"dian_timeout_references": None})
     assert short.once() == 0, short.log_tail()
