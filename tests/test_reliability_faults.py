@@ -226,7 +226,8 @@ def test_one_bill_dian_never_answers_blocks_the_rest_without_a_resend_storm(rig:
     account). The blocker is resent on its own backoff, not once per 409 of every other invoice:
     ``run --once`` exits 3 with all three pending and a bounded number of requests."""
     rig.server.set_faults({"dian_timeout_references": {"DS-1": 1000}})
-    short = Rig(rig.root / "short", rig.server, **sections(submit={"max_attempts": 3}))
+    # one worker, so DS-1 (first in the file) is created before the others and blocks them
+    short = Rig(rig.root / "short", rig.server, **sections(submit={"max_attempts": 3, "concurrency": 1}))
     short.drop("ds.csv", ["DS-1", "DS-2", "DS-3"])
     started = time.monotonic()
     assert short.once(timeout_s=90) == 3, short.log_tail()
