@@ -426,3 +426,25 @@ def test_flagged_cells_in_unread_columns_do_not_block_and_read_ones_are_reported
     assert [i.reference_code for i in result.invoices] == ["F1"]
     [error] = result.errors
     assert (error.row, error.column, error.value) == (3, "customer.identification", "#N/A")
+
+
+def test_a_percent_format_on_a_money_column_is_an_error_not_a_scaled_price(tmp_path: Path) -> None:
+    """A price 0.5 formatted '0%' shows 50 %: it is neither 50 nor 0.5 for sure, so the cell is an
+    error at its place; a rate column with the same format is read as the percentage it shows."""
+    price_col = "ABCDEFGHIJK"[HEADERS.index("item.price")]
+    tax_col = "ABCDEFGHIJK"[HEADERS.index("item.tax_rate")]
+    path = book(
+        tmp_path / "pct.xlsx",
+        [
+            HEADERS,
+            good_row("P-1", item__price=0.5, item__tax_rate=0.19),
+            good_row("P-2", item__tax_rate=0.19),
+        ],
+        formats={f"{price_col}2": "0%", f"{tax_col}2": "0%", f"{tax_col}3": "0%"},
+    )
+    result = read(path)
+    [error] = result.errors
+    assert (error.row, error.column, error.value) == (2, "item.price", "0.5")
+    assert "Excel shows 50%" in error.message
+    [planned] = result.invoices
+    assert planned.reference_code == "P-2" and '"tax_rate":"19.00"' in planned.payload_json().replace(" ", "")

@@ -18,7 +18,7 @@ import structlog
 
 from daemon.errors import DaemonError, InputError
 from daemon.intake.csv import read_csv
-from daemon.intake.fields import CANONICAL_HEADERS, normalise_header
+from daemon.intake.fields import CANONICAL_HEADERS, FIELDS, normalise_header
 from daemon.intake.filters import apply_filters
 from daemon.intake.json import read_json
 from daemon.intake.lookups import Lookups
@@ -95,6 +95,18 @@ def header_test(profile: MappingProfile | None) -> Callable[[list[str]], int]:
     return score
 
 
+def _percent_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
+    """Whether a column may hold a percent-formatted cell: a rate, or a column nobody reads."""
+    columns = profile.columns if profile is not None else {}
+
+    def ok(header: str) -> bool:
+        key = normalise_header(header)
+        canonical = columns.get(key) or (key if key in FIELDS else None)
+        return canonical is None or FIELDS[canonical].kind == "rate"
+
+    return ok
+
+
 def _filter(file: str, tables: list[Table], profile: MappingProfile | None, warnings: list[str]) -> None:
     if profile is not None and profile.filters:
         warnings.extend(
@@ -163,6 +175,7 @@ def _read(
             header_row=header_row,
             is_header=is_header,
             decimal=read.decimal if read else ".",
+            percent_ok=_percent_ok(profile),
             limits=limits,
         )
         warnings.extend(book.warnings)

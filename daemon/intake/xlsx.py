@@ -981,6 +981,7 @@ def read_xlsx(
     is_header: Callable[[list[str]], int] | None = None,
     limits: Limits | None = None,
     decimal: str = ".",
+    percent_ok: Callable[[str], bool] | None = None,
 ) -> Workbook:
     """Read a workbook: one sheet (named, else the first visible one) or an invoices + items pair.
 
@@ -1052,6 +1053,7 @@ def read_xlsx(
                 is_header,
                 limits,
                 decimal,
+                percent_ok,
                 two=len(chosen) == 2,
             )
 
@@ -1124,6 +1126,7 @@ def _read_sheet(
     is_header: Callable[[list[str]], int] | None,
     limits: Limits,
     decimal: str,
+    percent_ok: Callable[[str], bool] | None = None,
     *,
     two: bool,
 ) -> Table:
@@ -1164,7 +1167,10 @@ def _read_sheet(
         percent = frozenset()  # the percent styles are used on other sheets only
     if part is not None and member is not None and (member.has_error or percent):
         marks = _scan_marks(path, target, part, percent, header_row, width)
-        errors = _apply_marks(marks, grid, decimal)
+        not_rates = frozenset(
+            c for c, h in enumerate(header_cells) if percent_ok is not None and not percent_ok(h)
+        )
+        errors = _apply_marks(marks, grid, decimal, not_rates)
     warnings: list[str] = []
     rows: list[SourceRow] = []
     beyond = False
@@ -1214,10 +1220,14 @@ def _unreadable(path: Path, target: _Sheet, exc: BaseException) -> InputError:
     return input_error(path, f"sheet {name!r} cannot be read: {exc}")
 
 
-def _apply_marks(marks: _Marks, grid: list[list[Any]], decimal: str) -> dict[tuple[int, int], str]:
+def _apply_marks(
+    marks: _Marks, grid: list[list[Any]], decimal: str, not_rates: frozenset[int] = frozenset()
+) -> dict[tuple[int, int], str]:
     """Put the scan's findings into the grid: a percent number becomes its text x 100, an error
-    cell (blank to calamine) its error value. Returns the error cells, to report once rows exist."""
+    cell (blank to calamine) its error value. Returns the cells to report once rows exist: error
+    cells, and percent cells in ``not_rates`` columns (a price shown as 50 % is not 50 nor 0.5)."""
     texts: dict[float, str] = {}  # rates repeat
+    errors = {}
     for r, c in marks.percents:
         if r < len(grid) and c < len(grid[r]):
             value = grid[r][c]
@@ -1225,8 +1235,10 @@ def _apply_marks(marks: _Marks, grid: list[list[Any]], decimal: str) -> dict[tup
                 text = texts.get(value)
                 if text is None:
                     text = texts[value] = _percent_text(value, decimal)
+                if c in not_rates:
+                    errors[r, c] = f"{text}%"
+                    continue
                 grid[r][c] = text
-    errors = {}
     for (r, c), value in marks.errors.items():
         if r < len(grid) and c < len(grid[r]) and grid[r][c] == "":
             grid[r][c] = value
@@ -1243,7 +1255,12 @@ def _mark_errors(errors: dict[tuple[int, int], str], rows: list[SourceRow]) -> N
         if row is None:  # pragma: no cover - the error value makes its row non-blank
             continue
         row.problems = row.problems or {}
-        row.problems[c] = f"cell holds the Excel error {value}: fix the formula or type the value"
+        row.problems[c] = (
+            f"cell is formatted as a percentage (Excel shows {value}) but its column is not a rate: "
+            "format it as a number"
+            if value.endswith("%")
+            else f"cell holds the Excel error {value}: fix the formula or type the value"
+        )
 
 
 def _find_header(grid: list[list[Any]], is_header: Callable[[list[str]], int] | None) -> int:
