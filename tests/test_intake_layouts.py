@@ -265,3 +265,66 @@ def test_a_cover_sheet_first_does_not_hide_the_data_sheet(tmp_path: Path) -> Non
     result = read(path)
     assert result.errors == [] and [i.reference_code for i in result.invoices] == ["C-1"]
     assert any("read sheet 'Datos'" in w for w in result.warnings), result.warnings
+
+
+def test_odoo_section_and_note_lines_are_skipped_without_losing_the_invoice(tmp_path: Path) -> None:
+    """fill_down + a filter on the product column: a section line that opens an invoice (it carries
+    the invoice's own columns) loses only its line; a note line in the middle is skipped; the
+    products' lines stay, whatever the first row's verdict."""
+    path = tmp_path / "sec.csv"
+    path.write_text(
+        "name;partner_id;partner_id/vat;code;line;qty;price\n"
+        "INV/1;Ana;1399991;;Sección: Oficina;0;0\n"
+        ";;;B;Dos;1;200\n"
+        ";;;C;Tres;1;300\n"
+        "INV/2;Ana;1399991;D;Cuatro;1;400\n"
+        ";;;;Nota: entregar el lunes;0;0\n"
+        ";;;E;Cinco;1;500\n",
+        encoding="utf-8",
+    )
+    columns = {
+        "name": "reference_code",
+        "partner_id": "customer.names",
+        "partner_id/vat": "customer.identification",
+        "code": "item.code_reference",
+        "line": "item.name",
+        "qty": "item.quantity",
+        "price": "item.price",
+    }
+    defaults = {"customer.identification_document_id": 3, "item.tax_rate": "19.00"}
+    prof = profile(read={"fill_down": True}, columns=columns, defaults=defaults, filter={"code": "non-empty"})
+    result = read(path, prof)
+    assert result.errors == [], [str(e) for e in result.errors]
+    assert [(i.reference_code, i.rows) for i in result.invoices] == [("INV/1", [3, 4]), ("INV/2", [5, 7])]
+    assert any("rows 2, 6" in w for w in result.warnings), result.warnings
+
+
+def test_multi_line_notes_with_delimiters_are_not_an_unclosed_quote(tmp_path: Path) -> None:
+    """A narrow file's address or note may span lines and hold a few delimiters: it is one cell."""
+    path = tmp_path / "narrow.csv"
+    path.write_text(
+        "reference_code,customer.identification_document_id,customer.identification,customer.names,"
+        "item.code_reference,item.name,item.quantity,item.price,item.tax_rate,observation\n"
+        'N1,3,1399991,Ana,A,Uno,1,100,19,"Nota:\nTornillos, tuercas, arandelas, pernos, chazos\nfin"\n'
+        "N2,3,1399991,Ana,A,Uno,1,100,19,\n",
+        encoding="utf-8",
+    )
+    result = read(path)
+    assert result.errors == [] and [i.reference_code for i in result.invoices] == ["N1", "N2"]
+
+
+def test_a_legend_sheet_naming_a_few_columns_loses_to_the_data_sheet(tmp_path: Path) -> None:
+    """A first sheet that lists three column names as a legend is not the data: the sheet whose header
+    names the most known columns is."""
+    wb = Workbook()
+    legend = wb.active
+    legend.title = "Leeme"
+    legend.append(["reference_code", "customer.names", "item.name"])
+    legend.append(["código", "nombre", "producto"])
+    data = wb.create_sheet("Datos")
+    data.append(HEADER.split(";"))
+    data.append(line("L-1").split(";"))
+    path = tmp_path / "legend.xlsx"
+    wb.save(path)
+    result = read(path)
+    assert result.errors == [] and [i.reference_code for i in result.invoices] == ["L-1"]

@@ -321,10 +321,10 @@ def _read_records(
 def _check_quotes(path: Path, number: int, record: list[str], delimiter: str, headers: list[str]) -> None:
     """Refuse a quote left open: the rows it swallows would vanish into one cell without a word.
 
-    A quoted field may hold line breaks (an address); one whose inner lines carry about as many
-    delimiters as a row is, in practice, a quote that was never closed.
+    A quoted field may hold line breaks (an address, a note with commas); one whose inner lines
+    carry as many delimiters as a whole row is, in practice, a quote that was never closed.
     """
-    threshold = max(2, (len(headers) - 1) // 2)
+    threshold = max(2, len(headers) - 1)  # a swallowed row has as many delimiters as any row
     for index, cell in enumerate(record):
         if "\n" not in cell and "\r" not in cell:
             continue

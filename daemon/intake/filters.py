@@ -123,9 +123,11 @@ def apply_filters(
     headers. A filter whose column is in none of the tables is a file-level error: silently keeping
     every row would issue the orders and receipts it was written to skip.
 
-    With ``fill_down`` a row whose reference cell is blank continues the invoice above (Odoo), so it
-    shares that row's fate whatever its own (blank) filter cells say. In an invoices + items pair, the
-    items of an invoice skipped in the first sheet are skipped too.
+    With ``fill_down`` a row whose reference cell is blank continues the invoice above (Odoo): where
+    its own cell is blank too, it shares that invoice's verdict; and a rule on an item column that
+    rejects an invoice's first row skips only its line (the row still gives the invoice its own
+    columns: ``head_only``). In an invoices + items pair, the items of an invoice skipped in the
+    first sheet are skipped too.
 
     Raises:
         InputError: a filter names a column the file does not have.
@@ -143,21 +145,43 @@ def apply_filters(
     dropped_refs: set[str] = set()
     kept_refs: set[str] = set()
     for position, table in enumerate(tables):
-        rules = [(rule, i) for rule, hits in located for t, i in hits if t is table]
+        rules = [
+            (rule, i, _is_item_column(table.headers[i], columns))
+            for rule, hits in located
+            for t, i in hits
+            if t is table
+        ]
         ref_index = _column_index(table, "reference_code", columns)
         skipped: dict[str, list[int]] = {}
         kept = []
-        parent: str | None = None  # the rule that dropped the row above (fill_down), "" when kept
+        parent: dict[int, bool] | None = None  # invoice-level verdicts of the invoice's first row
         for row in table.rows:
             ref = row.values[ref_index].strip() if ref_index is not None else ""
-            if fill_down and ref_index is not None and not ref and parent is not None:
-                reason = parent
-            else:
-                reason = next((rule.describe() for rule, i in rules if not rule.keeps(row.values[i])), "")
-                if not reason and position > 0 and ref and ref in dropped_refs and ref not in kept_refs:
-                    reason = "its invoice was skipped in the first sheet"
-                parent = reason
-            if reason:
+            continuation = fill_down and not ref and parent is not None
+            if ref:
+                parent = {}
+            reason = ""
+            line_only = True
+            for k, (rule, i, item_level) in enumerate(rules):
+                cell = row.values[i]
+                if continuation and parent is not None and not item_level and not cell.strip():
+                    ok = parent.get(k, True)  # a blank invoice-level cell: the invoice's verdict
+                else:
+                    ok = rule.keeps(cell)
+                if ref and parent is not None and not item_level:
+                    parent[k] = ok
+                if not ok:
+                    reason = reason or rule.describe()
+                    line_only = line_only and item_level
+            if not reason and position > 0 and ref and ref in dropped_refs and ref not in kept_refs:
+                reason, line_only = "its invoice was skipped in the first sheet", False
+            if reason and fill_down and ref and line_only and position == 0:
+                row.head_only = True  # its line goes; its invoice's own columns stay
+                kept.append(row)
+                skipped.setdefault(reason, []).append(row.row)
+                if position == 0:
+                    kept_refs.add(ref)
+            elif reason:
                 skipped.setdefault(reason, []).append(row.row)
                 if ref and position == 0:
                     dropped_refs.add(ref)
@@ -174,6 +198,12 @@ def apply_filters(
                     shown += " ..."
                 notes.append(f"skipped {len(numbers)} row(s){where} where {reason} ([filter]): rows {shown}")
     return notes
+
+
+def _is_item_column(header: str, columns: dict[str, str]) -> bool:
+    key = normalise_header(header)
+    canonical = columns.get(key) or (key if key in FIELDS else None)
+    return canonical is not None and FIELDS[canonical].level == "item"
 
 
 def _column_index(table: Table, column: str, columns: dict[str, str]) -> int | None:

@@ -473,6 +473,10 @@ class Mapper:
                         )
         else:
             item_groups = head_groups
+            if any(row.head_only for row in head_rows):  # a [filter] skipped these lines
+                item_groups = {
+                    ref: [i for i in idxs if not head_rows[i].head_only] for ref, idxs in head_groups.items()
+                }
         # errors and already-reported payload locations, per group
         g_errors: dict[int, list[RowError]] = {}
         g_errored: dict[int, set[tuple[Any, ...]]] = {}

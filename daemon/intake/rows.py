@@ -77,6 +77,8 @@ class SourceRow:
     problems: dict[int, str] | None = None
     group: int | None = None
     labels: dict[int, str] | None = None
+    head_only: bool = False
+    """Kept for its invoice's own columns only: a ``[filter]`` on an item column skipped its line."""
 
 
 @dataclass(slots=True)

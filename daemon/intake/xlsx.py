@@ -1059,14 +1059,17 @@ def read_xlsx(
 
         tables = [read_one(name) for name in chosen]
         auto = sheet is None and items_sheet is None and len(chosen) == 1
-        if auto and is_header is not None and is_header(tables[0].headers) < 2:
-            # a cover or notes sheet first: the data is on the first visible sheet with a header
-            for name in (n for n in names if n not in skip and n != chosen[0]):
+        if auto and is_header is not None and is_header(tables[0].headers) < _CLEAR_HEADER:
+            # a cover, legend or notes sheet first: the data is on the visible sheet whose header
+            # names the most known columns (the first one on a tie)
+            first, best = chosen[0], is_header(tables[0].headers)
+            for name in (n for n in names if n not in skip and n != first):
                 other = read_one(name)
-                if is_header(other.headers) >= 2:
-                    warnings.append(f"sheet {chosen[0]!r} has no known header; read sheet {name!r}")
-                    chosen, tables = [name], [other]
-                    break
+                score = is_header(other.headers)
+                if score > best:
+                    chosen, tables, best = [name], [other], score
+            if chosen[0] != first:
+                warnings.append(f"sheet {first!r} has no invoice header; read sheet {chosen[0]!r}")
         ignored = [n for n in names if n not in chosen]
         if ignored:
             listed = (repr(n) + (f" ({skip[n]})" if n in skip else "") for n in ignored)
@@ -1081,6 +1084,10 @@ def read_xlsx(
     if len(tables) == 2:
         return Workbook(head=tables[0], items=tables[1], warnings=warnings)
     return Workbook(head=tables[0], warnings=warnings)
+
+
+_CLEAR_HEADER = 5
+"""A first sheet whose header names this many known columns is the data, without looking further."""
 
 
 @dataclass(frozen=True, slots=True)
