@@ -67,7 +67,10 @@ class TestHeaderDetection:
         """When no row names known columns, the missing-columns error lists the first row's cells."""
         path = tmp_path / "junk.csv"
         path.write_text("Factura,Cliente\nA-1,Pedro\n", encoding="utf-8")
-        with pytest.raises(InputError, match=r"missing required column.*found: 'Factura', 'Cliente'"):
+        with pytest.raises(
+            InputError,
+            match=r"missing required column.*found: 'Factura', 'Cliente' \(read as the header: row 1;",
+        ):
             read(path)
 
     def test_profile_headers_are_found_below_merged_titles_in_xlsx(self, tmp_path: Path) -> None:

@@ -202,14 +202,14 @@ def read_csv(
             text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
             if sep_line:
                 text.readline()
-            headers, rows = _read_records(path, text, delimiter, header_row, is_header, limits)
+            headers, rows, header_at = _read_records(path, text, delimiter, header_row, is_header, limits)
     except UnicodeDecodeError as exc:
         raise input_error(
             path, f"is not valid {encoding} text ({exc.reason}); set [read] encoding in the profile"
         ) from None
     except OSError as exc:
         raise input_error(path, f"cannot be read: {exc.strerror or exc}") from None
-    return Table(file=path.name, headers=headers, rows=rows, warnings=warnings)
+    return Table(file=path.name, headers=headers, rows=rows, warnings=warnings, header_row=header_at)
 
 
 def _read_records(
@@ -219,8 +219,9 @@ def _read_records(
     header_row: int | None,
     is_header: Callable[[list[str]], int] | None,
     limits: Limits,
-) -> tuple[list[str], list[SourceRow]]:
+) -> tuple[list[str], list[SourceRow], int]:
     headers: list[str] | None = None
+    header_at = 0
     width = 0
     rows: list[SourceRow] = []
     max_cell = limits.max_cell_chars
@@ -258,7 +259,9 @@ def _read_records(
         rows.append(SourceRow(number, record, problems))
 
     def take_header(number: int, record: list[str]) -> list[str]:
+        nonlocal header_at
         _check_cells(path, number, record, max_cell)
+        header_at = number
         return record
 
     def choose() -> None:
@@ -315,7 +318,7 @@ def _read_records(
         choose()
     if headers is None:
         raise input_error(path, "is empty (no header row)")
-    return headers, rows
+    return headers, rows, header_at
 
 
 def _check_quotes(path: Path, number: int, record: list[str], delimiter: str, headers: list[str]) -> None:

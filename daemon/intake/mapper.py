@@ -286,9 +286,18 @@ class Mapper:
             found += [h for h in self.item_table.headers if h.strip()]
         shown = ", ".join(repr(h) for h in found[:40]) + (" ..." if len(found) > 40 else "")
         who = f"profile {self.profile.name!r}" if self.profile else "the canonical layout (no profile)"
+        hint = ""
+        if not self.native and (self.profile is None or self.profile.read.header_row is None):
+            hint = (
+                f" (read as the header: row {self.head_table.header_row}; if the header is further down,"
+                " set [read] header_row in a profile)"
+                if self.head_table.header_row
+                else ""
+            )
         raise input_error(
             self.file,
-            f"missing required column(s) for {who}: {', '.join(expected)}; found: {shown or 'no headers'}",
+            f"missing required column(s) for {who}: {', '.join(expected)}; "
+            f"found: {shown or 'no headers'}{hint}",
         )
 
     def _warn(self, message: str) -> None:

@@ -98,6 +98,8 @@ class Table:
     rows: list[SourceRow]
     sheet: str | None = None
     warnings: list[str] = field(default_factory=list)
+    header_row: int | None = None
+    """The spreadsheet row the header was read from (CSV and XLSX), for messages."""
 
 
 @dataclass(frozen=True, slots=True)

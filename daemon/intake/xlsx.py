@@ -1204,7 +1204,9 @@ def _read_sheet(
     _mark_merged(sheet, rows, header_row, width, warnings, name)
     if member is not None and member.has_formula and part is not None:
         _mark_formulas(_uncached_formulas(path, part), rows, width)
-    return Table(file=path.name, headers=header_cells, rows=rows, sheet=label, warnings=warnings)
+    return Table(
+        file=path.name, headers=header_cells, rows=rows, sheet=label, warnings=warnings, header_row=header_row
+    )
 
 
 def _unreadable(path: Path, target: _Sheet, exc: BaseException) -> InputError:
