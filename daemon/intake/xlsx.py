@@ -335,23 +335,10 @@ def _percent_styles(path: Path, members: dict[str, _Member]) -> frozenset[int]:
     if _STYLES not in members:
         return frozenset()
     styles = _Styles()
-    parser = expat.ParserCreate()
+    parser = _xml_parser()
     parser.StartElementHandler = styles.start
     parser.EndElementHandler = styles.end
-    parser.StartDoctypeDeclHandler = _forbid_dtd
-    parser.EntityDeclHandler = _forbid_dtd
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open(_STYLES) as fh:
-            while chunk := fh.read(_CHUNK):
-                parser.Parse(chunk, False)
-            parser.Parse(b"", True)
-    except _Refuse as exc:
-        raise input_error(path, f"member {_STYLES} {exc.message}") from None
-    except expat.ExpatError as exc:
-        raise input_error(path, f"member {_STYLES} is not well-formed XML: {exc}") from None
-    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise input_error(path, f"member {_STYLES} cannot be read: {exc}") from None
+    _feed(path, _STYLES, parser, f"member {_STYLES}")
     custom = styles.custom
     return frozenset(
         index
@@ -594,28 +581,14 @@ def _scan_marks(
     Only run when the screen saw an error-typed cell in the part or the workbook has a percent
     style. DTDs and entity declarations are refused, as everywhere in this module.
     """
-    parser = expat.ParserCreate()
+    parser = _xml_parser()
     cells = _MarkCells(parser, percent, first_row, width)
     if target.member is not None and target.member.cells != _ODD:
         parser.StartElementHandler = cells.start_plain
     else:
         parser.StartElementHandler = cells.start
         parser.EndElementHandler = cells.end
-    parser.StartDoctypeDeclHandler = _forbid_dtd
-    parser.EntityDeclHandler = _forbid_dtd
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    name = target.name
-    try:
-        with zipfile.ZipFile(path) as zf, zf.open(part) as fh:
-            while chunk := fh.read(_CHUNK):
-                parser.Parse(chunk, False)
-            parser.Parse(b"", True)
-    except _Refuse as exc:
-        raise input_error(path, f"sheet {name!r} (part {part}) {exc.message}") from None
-    except expat.ExpatError as exc:
-        raise input_error(path, f"sheet {name!r} (part {part}) is not well-formed XML: {exc}") from None
-    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise input_error(path, f"sheet {name!r} (part {part}) cannot be read: {exc}") from None
+    _feed(path, part, parser, f"sheet {target.name!r} (part {part})")
     return cells.marks
 
 
@@ -811,6 +784,37 @@ def _forbid_dtd(*_args: object) -> None:
     raise _Refuse("declares a DTD or XML entities; refused (XML bomb?)")
 
 
+def _xml_parser() -> Any:
+    """A streaming expat parser that refuses DTDs and entity declarations (never expands one)."""
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _forbid_dtd
+    parser.EntityDeclHandler = _forbid_dtd
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    return parser
+
+
+def _feed(path: Path, member: str, parser: Any, where: str, *, name_refusals: bool = True) -> None:
+    """Stream zip ``member`` through ``parser`` (from :func:`_xml_parser`, handlers set).
+
+    Malformed XML and unreadable members become an InputError naming ``where``; so does a
+    refusal by a handler (:class:`_Refuse`), prefixed by ``where`` unless ``name_refusals`` is
+    False, in which case the refusal propagates for the caller to word.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(member) as fh:
+            while chunk := fh.read(_CHUNK):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except _Refuse as exc:
+        if not name_refusals:
+            raise
+        raise input_error(path, f"{where} {exc.message}") from None
+    except expat.ExpatError as exc:
+        raise input_error(path, f"{where} is not well-formed XML: {exc}") from None
+    except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise input_error(path, f"{where} cannot be read: {exc}") from None
+
+
 def _check_extent(
     path: Path, name: str, parts: Iterable[str], members: dict[str, _Member], header_row: int, limits: Limits
 ) -> None:
@@ -827,21 +831,14 @@ def _check_extent(
             if seen == _PLAIN or (seen == _FAR and _far_within(path, member, header_row, limits)):
                 continue
             extent = _Extent(name, limits, header_row)
-            parser = expat.ParserCreate()
+            parser = _xml_parser()
             parser.StartElementHandler = extent.start
             parser.EndElementHandler = extent.end
-            parser.StartDoctypeDeclHandler = _forbid_dtd
-            parser.EntityDeclHandler = _forbid_dtd
-            parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-            with zipfile.ZipFile(path) as zf, zf.open(member) as fh:
-                while chunk := fh.read(_CHUNK):
-                    parser.Parse(chunk, False)
-                parser.Parse(b"", True)
+            # the extent's refusals already name the sheet and cell
+            _feed(path, member, parser, f"sheet {name!r} (part {member})", name_refusals=False)
         except _Refuse as exc:
             raise input_error(path, exc.message) from None
-        except expat.ExpatError as exc:
-            raise input_error(path, f"sheet {name!r} (part {member}) is not well-formed XML: {exc}") from None
-        except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:  # _far_within's reads
             raise input_error(path, f"sheet {name!r} (part {member}) cannot be read: {exc}") from None
 
 
