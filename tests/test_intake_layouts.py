@@ -17,6 +17,19 @@ from daemon.settings import Settings
 HEADER = "reference_code;customer.identification_document_id;customer.identification;customer.company;item.code_reference;item.name;item.quantity;item.price;item.tax_rate"  # noqa: E501
 
 
+ODOO_COLUMNS = {
+    "name": "reference_code",
+    "partner_id": "customer.names",
+    "partner_id/vat": "customer.identification",
+    "code": "item.code_reference",
+    "line": "item.name",
+    "qty": "item.quantity",
+    "price": "item.price",
+}
+"""The Odoo-style test exports' columns (invoice columns blank on continuation rows)."""
+ODOO_DEFAULTS = {"customer.identification_document_id": 3, "item.tax_rate": "19.00"}
+
+
 def line(ref: str, price: str = "1000") -> str:
     """One valid canonical line (';' separated, NIT customer)."""
     return f"{ref};6;900123456;Enigma;P-1;Café;1;{price};19"
@@ -199,18 +212,10 @@ class TestFiltersWithGrouping:
             + ";;;;E;Cinco;1;500\n",
             encoding="utf-8",
         )
-        columns = {
-            "name": "reference_code",
-            "partner_id": "customer.names",
-            "partner_id/vat": "customer.identification",
-            "code": "item.code_reference",
-            "line": "item.name",
-            "qty": "item.quantity",
-            "price": "item.price",
-        }
-        defaults = {"customer.identification_document_id": 3, "item.tax_rate": "19.00"}
         for rule in ({"move_type": ["out_invoice"]}, {"name": {"not_matches": "^RINV"}}):
-            prof = profile(read={"fill_down": True}, columns=columns, defaults=defaults, filter=rule)
+            prof = profile(
+                read={"fill_down": True}, columns=ODOO_COLUMNS, defaults=ODOO_DEFAULTS, filter=rule
+            )
             result = read(path, prof)
             assert result.errors == [], [str(e) for e in result.errors]
             [invoice] = result.invoices
@@ -285,17 +290,9 @@ def test_odoo_section_and_note_lines_are_skipped_without_losing_the_invoice(tmp_
         ";;;E;Cinco;1;500\n",
         encoding="utf-8",
     )
-    columns = {
-        "name": "reference_code",
-        "partner_id": "customer.names",
-        "partner_id/vat": "customer.identification",
-        "code": "item.code_reference",
-        "line": "item.name",
-        "qty": "item.quantity",
-        "price": "item.price",
-    }
-    defaults = {"customer.identification_document_id": 3, "item.tax_rate": "19.00"}
-    prof = profile(read={"fill_down": True}, columns=columns, defaults=defaults, filter={"code": "non-empty"})
+    prof = profile(
+        read={"fill_down": True}, columns=ODOO_COLUMNS, defaults=ODOO_DEFAULTS, filter={"code": "non-empty"}
+    )
     result = read(path, prof)
     assert result.errors == [], [str(e) for e in result.errors]
     assert [(i.reference_code, i.rows) for i in result.invoices] == [("INV/1", [3, 4]), ("INV/2", [5, 7])]
