@@ -216,17 +216,7 @@ def _party(
     x.close("cac:Country")
     x.close("cac:Address")
     x.close("cac:PhysicalLocation")
-    x.open("cac:PartyTaxScheme")
-    x.leaf("cbc:RegistrationName", name)
-    attrs = {"schemeAgencyID": "195", "schemeName": scheme}
-    if dv is not None:
-        attrs["schemeID"] = str(dv)
-    x.leaf("cbc:CompanyID", ident, **attrs)
-    x.open("cac:TaxScheme")
-    x.leaf("cbc:ID", tax[0])
-    x.leaf("cbc:Name", tax[1])
-    x.close("cac:TaxScheme")
-    x.close("cac:PartyTaxScheme")
+    attrs = _party_tax_scheme(x, name=name, ident=ident, dv=dv, scheme=scheme, tax=tax)
     x.open("cac:PartyLegalEntity")
     x.leaf("cbc:RegistrationName", name)
     x.leaf("cbc:CompanyID", ident, **attrs)
@@ -435,6 +425,14 @@ def _tax_party(
     x: _Xml, role: str, *, name: str, ident: str, dv: Any, scheme: str, tax: tuple[str, str]
 ) -> None:
     x.open(role)
+    _party_tax_scheme(x, name=name, ident=ident, dv=dv, scheme=scheme, tax=tax)
+    x.close(role)
+
+
+def _party_tax_scheme(
+    x: _Xml, *, name: str, ident: str, dv: Any, scheme: str, tax: tuple[str, str]
+) -> dict[str, str]:
+    """Write a ``cac:PartyTaxScheme``; return the ``cbc:CompanyID`` attributes it used."""
     x.open("cac:PartyTaxScheme")
     x.leaf("cbc:RegistrationName", name)
     attrs = {"schemeAgencyID": "195", "schemeName": scheme}
@@ -446,7 +444,7 @@ def _tax_party(
     x.leaf("cbc:Name", tax[1])
     x.close("cac:TaxScheme")
     x.close("cac:PartyTaxScheme")
-    x.close(role)
+    return attrs
 
 
 def _application_response(bill: Bill) -> str:
