@@ -22,6 +22,7 @@ from daemon.emulator import EmulatorServer
 from daemon.factus import FactusClient
 from daemon.factus.cli import format_table
 from daemon.settings import load_settings
+from tests.conftest import minimal_bill
 
 REPO = Path(__file__).resolve().parents[1]
 FACTUS_VARS = (
@@ -33,35 +34,12 @@ FACTUS_VARS = (
 )
 
 INVOICE: dict[str, Any] = {
-    "reference_code": "CLI-0001",
-    "numbering_range_id": 8,
+    **minimal_bill("CLI-0001"),
     "payment_form": "2",
     "payment_due_date": "2030-12-31",
     "payment_method_code": "47",
-    "send_email": False,
-    "customer": {
-        "identification_document_id": 3,
-        "identification": "222222222222",
-        "names": "Consumidor final",
-        "legal_organization_id": 2,
-        "tribute_id": 21,
-        "municipality_id": 980,
-    },
-    "items": [
-        {
-            "code_reference": "SKU-001",
-            "name": "Producto de prueba",
-            "quantity": 2,
-            "discount_rate": 0,
-            "price": 11900,
-            "tax_rate": "19.00",
-            "unit_measure_id": 70,
-            "standard_code_id": 1,
-            "is_excluded": 0,
-            "tribute_id": 1,
-        }
-    ],
 }
+INVOICE["items"] = [{**INVOICE["items"][0], "quantity": 2}]
 
 
 class Run:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
-from tests.conftest import minimal_bill
+from tests.conftest import login, minimal_bill
 
 
 def rich_bill(reference: str = "BATCH-2025-000002") -> dict[str, Any]:
@@ -525,18 +525,6 @@ def test_full_dian_tables_can_be_loaded(tmp_path: Path) -> None:
         EmulatorServer(EmulatorConfig(port=0, municipalities_file=shared)) as server,
         httpx.Client(base_url=server.url, timeout=10) as http,
     ):
-        cfg = server.config
-        token = http.post(
-            "/oauth/token",
-            data={
-                "grant_type": "password",
-                "client_id": cfg.client_id,
-                "client_secret": cfg.client_secret,
-                "username": cfg.username,
-                "password": cfg.password,
-            },
-        ).json()["access_token"]
-        found = http.get(
-            "/v1/municipalities", params={"name": "san gil"}, headers={"Authorization": f"Bearer {token}"}
-        ).json()["data"]
+        login(http, server)
+        found = http.get("/v1/municipalities", params={"name": "san gil"}).json()["data"]
         assert {"id": 980, "code": "68679", "name": "San Gil", "department": "Santander"} in found

@@ -9,40 +9,16 @@ import httpx
 import pytest
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
-from tests.conftest import login
+from tests.conftest import login, minimal_bill
 
 PENDING = "Se encontró una factura pendiente por enviar a la DIAN"
 
 
 def bill(reference: str, **customer: Any) -> dict[str, Any]:
-    """A small valid v1 bill; customer fields can be overridden."""
-    return {
-        "reference_code": reference,
-        "numbering_range_id": 8,
-        "send_email": False,
-        "customer": {
-            "identification_document_id": 3,
-            "identification": "222222222222",
-            "names": "Consumidor final",
-            "legal_organization_id": 2,
-            "tribute_id": 21,
-            **customer,
-        },
-        "items": [
-            {
-                "code_reference": "SKU-1",
-                "name": "Producto",
-                "quantity": 1,
-                "discount_rate": 0,
-                "price": 11900,
-                "tax_rate": "19.00",
-                "unit_measure_id": 70,
-                "standard_code_id": 1,
-                "is_excluded": 0,
-                "tribute_id": 1,
-            }
-        ],
-    }
+    """The contract's minimal v1 bill; customer fields can be overridden."""
+    doc = minimal_bill(reference)
+    doc["customer"].update(customer)
+    return doc
 
 
 def nit_bill(reference: str, nit: str, dv: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.emulator import EmulatorServer
 from daemon.emulator.documents import text_pdf
+from tests.conftest import login
 
 NS = {
     "inv": "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2",
@@ -54,19 +55,8 @@ def _bill(reference: str) -> dict[str, Any]:
 
 @pytest.fixture(name="created")
 def _created(emu: EmulatorServer) -> Iterator[tuple[httpx.Client, dict[str, Any]]]:
-    cfg = emu.config
     with httpx.Client(base_url=emu.url, timeout=10) as http:
-        token = http.post(
-            "/oauth/token",
-            data={
-                "grant_type": "password",
-                "client_id": cfg.client_id,
-                "client_secret": cfg.client_secret,
-                "username": cfg.username,
-                "password": cfg.password,
-            },
-        ).json()["access_token"]
-        http.headers["Authorization"] = f"Bearer {token}"
+        login(http, emu)
         r = http.post("/v1/bills/validate", json=_bill("DOC-1"))
         assert r.status_code == 201
         yield http, r.json()["data"]["bill"]

@@ -14,36 +14,15 @@ from daemon.errors import InputError
 from daemon.intake import Lookups, read_invoices
 from daemon.intake.validate import IntakeResult
 from daemon.settings import Settings
+from tests.conftest import minimal_bill
 
 NATIVE: dict[str, Any] = {
-    "reference_code": "J-1",
-    "numbering_range_id": 8,
-    "payment_form": 1,
+    **minimal_bill("J-1"),
+    "payment_form": 1,  # numbers and strings where v1 has the other: read all the same
     "payment_method_code": 10,
-    "send_email": False,
-    "customer": {
-        "identification_document_id": "3",
-        "identification": "222222222222",
-        "names": "Consumidor final",
-        "legal_organization_id": 2,
-        "tribute_id": 21,
-        "municipality_id": 980,
-    },
-    "items": [
-        {
-            "code_reference": "SKU-001",
-            "name": "Producto",
-            "quantity": 1,
-            "discount_rate": 0,
-            "price": 11900,
-            "tax_rate": "19.00",
-            "unit_measure_id": 70,
-            "standard_code_id": 1,
-            "is_excluded": 0,
-            "tribute_id": 1,
-        }
-    ],
 }
+NATIVE["customer"] = {**NATIVE["customer"], "identification_document_id": "3"}
+NATIVE["items"] = [{**NATIVE["items"][0], "name": "Producto"}]
 
 
 def native(ref: str = "J-1", **changes: Any) -> dict[str, Any]:
