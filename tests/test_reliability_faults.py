@@ -30,6 +30,7 @@ from daemon.emulator import EmulatorConfig, EmulatorServer
 from daemon.intake import Lookups, read_invoices
 from daemon.money import dumps_json
 from daemon.settings import Settings
+from tests.conftest import login
 
 pytestmark = pytest.mark.slow
 
@@ -267,20 +268,12 @@ def _post_bill(server: EmulatorServer, reference: str, scratch: Path) -> httpx.R
     src = scratch / f"{reference}.csv"
     src.write_text(csv_file(invoice_rows(reference)), encoding="utf-8")
     payload = read_invoices(src, settings=Settings(), lookups=Lookups.builtin()).invoices[0].payload
-    cfg = server.config
     with httpx.Client(base_url=server.url) as http:
-        form = {
-            "grant_type": "password",
-            "client_id": cfg.client_id,
-            "client_secret": cfg.client_secret,
-            "username": cfg.username,
-            "password": cfg.password,
-        }
-        token = http.post("/oauth/token", data=form).json()["access_token"]
+        login(http, server)
         return http.post(
             "/v1/bills/validate",
             content=dumps_json(payload),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"},
         )
 
 
