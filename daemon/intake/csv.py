@@ -27,6 +27,7 @@ _SEP_LINE = re.compile(r"\ufeff?sep=([,;\t|])", re.IGNORECASE)
 
 
 def _bom_encoding(path: Path) -> str | None:
+    """The codec a UTF-8 or UTF-16 byte-order mark at the start of ``path`` names, else None."""
     with path.open("rb") as fh:
         head = fh.read(4)
     if head.startswith(codecs.BOM_UTF8):
@@ -42,13 +43,10 @@ def detect_encoding(path: Path) -> str:
     Raises:
         InputError: the file holds NUL bytes (binary data) or is neither UTF-8 nor Windows-1252.
     """
+    marked = _bom_encoding(path)
+    if marked is not None:
+        return marked
     with path.open("rb") as fh:
-        head = fh.read(4)
-        if head.startswith(codecs.BOM_UTF8):
-            return "utf-8-sig"
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            return "utf-16"
-        fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")("strict")
         utf8 = True
         cp1252 = True
