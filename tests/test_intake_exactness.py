@@ -226,28 +226,15 @@ def test_a_siigo_branch_suffix_is_not_a_dv(tmp_path: Path) -> None:
 def test_xlsx_numeric_cells_keep_their_value_under_a_decimal_comma_profile(tmp_path: Path) -> None:
     """A numeric cell 1234.56 is 1234.56 (was 123456 under decimal ',' thousands '.'); a text cell
     '1.234,5' is read in the profile's format; an #N/A cell is one error, at its cell."""
-    from openpyxl import Workbook
+    from tests.test_intake_xlsx_cells import book
 
-    wb = Workbook()
-    ws = wb.active
-    ws.append(COLUMNS)
-    ws.append(["X1", 3, 1399991, "Ana", "A", "Uno", 1, 1234.56, 0.5, 19])
-    ws.append(["X2", 3, 1399991, "Ana", "A", "Uno", 1, "1.234,5", 0, 19])
-    ws.append(["X3", 3, 1399991, "Ana", "A", "Uno", 1, 10, 0, 19])
-    path = tmp_path / "es.xlsx"
-    wb.save(path)
-    # openpyxl cannot write an error value: put one in the sheet XML (row 4, discount column I)
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
-    sheet = members["xl/worksheets/sheet1.xml"].decode()
-    sheet = sheet.replace('<c r="I4" t="n"><v>0</v></c>', '<c r="I4" t="e"><v>#N/A</v></c>')
-    assert 't="e"' in sheet
-    members["xl/worksheets/sheet1.xml"] = sheet.encode()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
+    rows = [
+        COLUMNS,
+        ["X1", 3, 1399991, "Ana", "A", "Uno", 1, 1234.56, 0.5, 19],
+        ["X2", 3, 1399991, "Ana", "A", "Uno", 1, "1.234,5", 0, 19],
+        ["X3", 3, 1399991, "Ana", "A", "Uno", 1, 10, "#N/A", 19],
+    ]
+    path = book(tmp_path / "es.xlsx", rows, errors=("I4",))  # an Excel error cell in the discount
     result = read(path, profile(**SPANISH))
     [error] = result.errors
     assert (error.row, error.column, error.value) == (4, "item.discount_rate", "#N/A")
