@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ __all__ = [
     "FieldSpec",
     "Kind",
     "Level",
+    "canonical_of",
     "field_spec",
     "is_canonical",
     "normalise_header",
@@ -174,6 +176,13 @@ def normalise_header(text: str) -> str:
 
 CANONICAL_HEADERS: frozenset[str] = frozenset(normalise_header(name) for name in FIELDS)
 """Every canonical column name as :func:`normalise_header` folds it."""
+
+
+def canonical_of(header: str, columns: Mapping[str, str]) -> str | None:
+    """The canonical column a file header stands for: through a profile's ``columns`` (normalised
+    header -> canonical), else the header itself when it is a canonical name; None when neither."""
+    key = normalise_header(header)
+    return columns.get(key) or (key if key in FIELDS else None)
 
 
 def field_spec(name: str) -> FieldSpec | None:

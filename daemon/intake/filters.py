@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from daemon.intake.fields import FIELDS, normalise_header
+from daemon.intake.fields import FIELDS, canonical_of, normalise_header
 from daemon.intake.rows import Table, input_error
 
 __all__ = ["RowFilter", "apply_filters", "parse_filter"]
@@ -201,8 +201,7 @@ def apply_filters(
 
 
 def _is_item_column(header: str, columns: dict[str, str]) -> bool:
-    key = normalise_header(header)
-    canonical = columns.get(key) or (key if key in FIELDS else None)
+    canonical = canonical_of(header, columns)
     return canonical is not None and FIELDS[canonical].level == "item"
 
 
@@ -215,6 +214,6 @@ def _column_index(table: Table, column: str, columns: dict[str, str]) -> int | N
     if canonical is None:
         return None
     for index, header in enumerate(normalised):
-        if columns.get(header, header if header in FIELDS else None) == canonical:
+        if canonical_of(header, columns) == canonical:
             return index
     return None

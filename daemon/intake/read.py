@@ -18,7 +18,7 @@ import structlog
 
 from daemon.errors import DaemonError, InputError
 from daemon.intake.csv import read_csv
-from daemon.intake.fields import CANONICAL_HEADERS, FIELDS, normalise_header
+from daemon.intake.fields import CANONICAL_HEADERS, FIELDS, canonical_of, normalise_header
 from daemon.intake.filters import apply_filters
 from daemon.intake.json import read_json
 from daemon.intake.lookups import Lookups
@@ -100,8 +100,7 @@ def _percent_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
     columns = profile.columns if profile is not None else {}
 
     def ok(header: str) -> bool:
-        key = normalise_header(header)
-        canonical = columns.get(key) or (key if key in FIELDS else None)
+        canonical = canonical_of(header, columns)
         return canonical is None or FIELDS[canonical].kind == "rate"
 
     return ok
