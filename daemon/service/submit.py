@@ -380,8 +380,13 @@ class Submitter:
 
     # -- one invoice ---------------------------------------------------------------------------
 
+    def _backoff_cap(self, attempt: int) -> float:
+        """The longest backoff after ``attempt`` failures (exponential, capped)."""
+        cap: float = min(self.policy.backoff_max_s, self.policy.backoff_base_s * (2**attempt))
+        return cap
+
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * (2**attempt))
+        cap = self._backoff_cap(attempt)
         return self._rng.uniform(cap / 2, cap)
 
     def _work(self, ref: str) -> bool:
@@ -744,10 +749,7 @@ class Submitter:
             return inv.next_attempt_at - now
         if inv.sent_at is None:
             return 0.0
-        cap: float = min(
-            self.policy.backoff_max_s, self.policy.backoff_base_s * (2 ** max(inv.attempts - 1, 0))
-        )
-        due: float = inv.sent_at + cap / 2 - now
+        due: float = inv.sent_at + self._backoff_cap(max(inv.attempts - 1, 0)) / 2 - now
         return max(0.0, due)
 
     def resolve_conflict(self, blocked_ref: str) -> tuple[bool, bool, float]:
