@@ -88,6 +88,8 @@ class TestPasswordGrant:
         assert (r.status_code, r.json()["error"]) == (400, "unsupported_grant_type")
         r = http.post("/oauth/token", data=_creds(emu, username=""))
         assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+        r = http.post("/oauth/token", data=_creds(emu, grant_type="refresh_token"))  # no refresh_token
+        assert (r.status_code, r.json()["hint"]) == (400, "Check the `refresh_token` parameter")
 
     def test_business_call_without_token_is_401(self, http: httpx.Client) -> None:
         """Missing or unknown bearer tokens answer 401 Unauthenticated."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -236,10 +238,10 @@ class TestValidate:
         )
         assert excluded["gross_value"] == "10000.00"
         bill = data["bill"]
-        # §3.4: the document gross_value is the taxable sum (excluded lines add their 0.00)
+        # the document gross_value sums the item gross values (the excluded line adds its 10000.00)
         assert (bill["taxable_amount"], bill["gross_value"], bill["tax_amount"]) == (
             "22689.08",
-            "22689.08",
+            "32689.08",
             "4310.92",
         )
         assert (bill["discount_amount"], bill["total"]) == ("1000.00", "36000.00")
@@ -508,6 +510,23 @@ class TestLookups:
         r = api.get("/v1/nothing-here")
         assert r.status_code == 404 and "could not be found" in r.json()["message"]
         assert api.get("/v1/bills/validate").status_code == 405
+        r = api.options("/v1/bills/validate")
+        assert r.status_code == 405 and r.json()["message"]
+
+    def test_a_burst_of_simultaneous_connections_is_served(
+        self, api: httpx.Client, emu: EmulatorServer
+    ) -> None:
+        """48 clients connecting at the same instant all get answers (no reset from a short backlog)."""
+        barrier = threading.Barrier(48)
+
+        def post(i: int) -> int:
+            with httpx.Client(base_url=emu.url, timeout=30, headers=dict(api.headers)) as c:
+                barrier.wait()
+                return c.post("/v1/bills/validate", json=minimal_bill(f"BURST-{i}")).status_code
+
+        with ThreadPoolExecutor(48) as pool:
+            codes = list(pool.map(post, range(48)))
+        assert codes == [201] * 48
 
 
 def test_full_dian_tables_can_be_loaded(tmp_path: Path) -> None:

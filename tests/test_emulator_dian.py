@@ -142,6 +142,7 @@ class TestDuplicatePolicy:
             again = http.post("/v1/bills/validate", json=bill("DUP-2"))
             assert again.status_code == 409
             assert "DUP-2" in again.json()["message"]
+            assert "pendiente" not in again.json()["errors"][0]["detail"]  # nothing is pending here
             assert len(server.snapshot()["bills"]) == 1
 
     def test_create_duplicate(self) -> None:

@@ -237,8 +237,12 @@ class TestContractArithmetic:
         rates = {w["tribute_code"]: w["rates"][0]["rate"] for w in data["items"][0]["withholding_taxes"]}
         assert rates == {"06": "7.00", "05": "15.00"}
 
-    def test_document_gross_value_is_the_taxable_sum_with_excluded_items(self, api: httpx.Client) -> None:
-        """§3.4: document gross_value = taxable_amount = Σ item taxable, excluded lines included as 0."""
+    def test_document_gross_value_counts_excluded_lines(self, api: httpx.Client) -> None:
+        """Document gross_value = Σ item gross_value: an excluded line adds its L while taxable adds 0.00.
+
+        As the official v1 support-document example shows (excluded items: gross_value 90000.00,
+        taxable_amount 0.00) and as the XML's LineExtensionAmount counts it.
+        """
         payload = rich_bill("EXCL-1")
         payload["items"].append(
             {
@@ -254,8 +258,77 @@ class TestContractArithmetic:
         data = api.post("/v1/bills/validate", json=payload).json()["data"]
         bill = data["bill"]
         assert data["items"][2]["gross_value"] == "10000.00"
-        assert bill["gross_value"] == bill["taxable_amount"] == "81232.50"
+        assert (bill["gross_value"], bill["taxable_amount"]) == ("91232.50", "81232.50")
         assert bill["total"] == "109000.00"
+        xml = api.get(f"/v1/bills/download-xml/{bill['number']}").json()["data"]["xml_base_64_encoded"]
+        assert b'<cbc:LineExtensionAmount currencyID="COP">91232.50<' in base64.b64decode(xml)
+
+    def test_official_support_document_items_as_a_bill(self, api: httpx.Client) -> None:
+        """The official support-document example's excluded items: ReteRenta 3.5 % of the line's 40000."""
+        payload = minimal_bill("EXCL-DOC")
+        base = payload["items"][0]
+        payload["items"] = [
+            {
+                **base,
+                "price": 50000,
+                "discount_rate": 20,
+                "is_excluded": 1,
+                "tax_rate": "0.00",
+                "withholding_taxes": [{"code": "06", "withholding_tax_rate": "3.50"}],
+            },
+            {**base, "code_reference": "B", "price": 50000, "is_excluded": 1, "tax_rate": "0.00"},
+        ]
+        data = api.post("/v1/bills/validate", json=payload).json()["data"]
+        bill = data["bill"]
+        assert (bill["gross_value"], bill["taxable_amount"], bill["tax_amount"]) == (
+            "90000.00",
+            "0.00",
+            "0.00",
+        )
+        assert data["items"][0]["withholding_taxes"][0]["value"] == "1400.00"
+        assert data["withholding_taxes"] == [{"tribute_code": "06", "name": "ReteRenta", "value": "1400.00"}]
+
+    def test_zero_rate_line_ending_in_half_a_cent_has_no_negative_tax(self, api: httpx.Client) -> None:
+        """0 % IVA, L = 0.505: taxable 0.51, tax 0.00, total 0.51 (never −0.01)."""
+        payload = minimal_bill("ZERO-HALF")
+        payload["items"][0].update(price="1.01", discount_rate=50, tax_rate="0.00")
+        payload["items"].append(
+            {**payload["items"][0], "code_reference": "Z2", "price": "15189.80", "discount_rate": "12.50"}
+        )
+        data = api.post("/v1/bills/validate", json=payload).json()["data"]
+        first, second = data["items"]
+        assert (first["taxable_amount"], first["tax_amount"], first["total"]) == ("0.51", "0.00", 0.51)
+        assert second["tax_amount"] == "0.00"
+        assert data["bill"]["tax_amount"] == "0.00"
+
+    def test_discounts_beyond_the_invoice_total_are_refused(self, api: httpx.Client) -> None:
+        """A document discount larger than the invoice would make a negative total: 422, nothing stored."""
+        payload = minimal_bill("NEG-TOTAL")
+        payload["allowance_charges"] = [
+            {
+                "concept_type": "03",
+                "is_surcharge": False,
+                "reason": "r",
+                "base_amount": "11900",
+                "amount": "20000.00",
+            }
+        ]
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422, r.text
+        assert "allowance_charges" in r.json()["data"]["errors"]
+        assert (
+            api.get("/v1/bills", params={"filter[reference_code]": "NEG-TOTAL"}).json()["data"]["data"] == []
+        )
+
+    def test_null_array_elements_are_field_errors(self, api: httpx.Client) -> None:
+        """A null item or allowance charge answers 422 naming its fields, never a 500."""
+        payload = minimal_bill("NULL-EL")
+        payload["items"].append(None)
+        payload["allowance_charges"] = [None]
+        r = api.post("/v1/bills/validate", json=payload)
+        assert r.status_code == 422, r.text
+        errors = r.json()["data"]["errors"]
+        assert "items.1.name" in errors and "allowance_charges.0.amount" in errors
 
 
 class TestEmailAttachment:

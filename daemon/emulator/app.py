@@ -26,6 +26,7 @@ from daemon.emulator.faults import FaultError
 from daemon.emulator.state import (
     COMPANY,
     EVENT_NAMES,
+    PENDING_DETAIL,
     PENDING_MESSAGE,
     Bill,
     EmulatorState,
@@ -93,7 +94,7 @@ def _validation_error(errors: Mapping[str, list[str]]) -> Response:
     )
 
 
-def _conflict(message: str) -> Response:
+def _conflict(message: str, detail: str = PENDING_DETAIL) -> Response:
     return json_response(
         409,
         {
@@ -103,7 +104,7 @@ def _conflict(message: str) -> Response:
                 {
                     "code": 409,
                     "message": message,
-                    "detail": "Elimine o envíe a la DIAN el documento pendiente antes de crear uno nuevo",
+                    "detail": detail,
                     "api_version": "v1",
                 }
             ],
@@ -363,22 +364,23 @@ class App:
                     "message": "Client authentication failed",
                 },
             )
+        required = ("username", "password") if grant == "password" else ("refresh_token",)
+        missing = next((name for name in required if not form.get(name)), None)
+        if missing is not None:
+            text = (
+                "The request is missing a required parameter, includes an invalid parameter value, "
+                "includes a parameter more than once, or is otherwise malformed."
+            )
+            return json_response(
+                400,
+                {
+                    "error": "invalid_request",
+                    "error_description": text,
+                    "hint": f"Check the `{missing}` parameter",
+                    "message": text,
+                },
+            )
         if grant == "password":
-            if not form.get("username") or not form.get("password"):
-                missing = "username" if not form.get("username") else "password"
-                text = (
-                    "The request is missing a required parameter, includes an invalid parameter value, "
-                    "includes a parameter more than once, or is otherwise malformed."
-                )
-                return json_response(
-                    400,
-                    {
-                        "error": "invalid_request",
-                        "error_description": text,
-                        "hint": f"Check the `{missing}` parameter",
-                        "message": text,
-                    },
-                )
             if form["username"] != cfg.username or form["password"] != cfg.password:
                 return json_response(
                     400,
@@ -390,7 +392,7 @@ class App:
                 )
             pair: TokenPair | None = self.state.issue_tokens()
         else:
-            refresh = form.get("refresh_token", "")
+            refresh = form["refresh_token"]
             pair = None if self.state.faults.take_refresh_rejection() else self.state.refresh(refresh)
         if pair is None:
             return json_response(
@@ -462,7 +464,7 @@ def _create_and_answer(app: App, clean: dict[str, Any]) -> Response:
     reset_after = stored and state.faults.take_reset("after", reference, state.rng)
     fail_after = None if reset_after or not stored else state.faults.take_failure_after_store(state.rng)
     if result.kind == "conflict":
-        response = _conflict(result.message or PENDING_MESSAGE)
+        response = _conflict(result.message or PENDING_MESSAGE, result.detail)
     elif result.kind == "rejected":
         message = "El documento contiene errores de validación"
         response = json_response(

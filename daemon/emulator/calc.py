@@ -4,22 +4,23 @@ Rules (contract §3.4), per item with ``L = price × quantity × (1 − discount
 unrounded (exact: the request bounds keep every product far inside the working precision):
 
 * ``total`` = round2(L); ``taxable_amount`` = round2(L / (1 + tax_rate/100)) computed from the
-  *unrounded* L, as the contract writes it; ``tax_amount`` = round2(L − taxable) (which equals
-  total − taxable, so the line always adds up); ``gross_value`` = taxable;
+  *unrounded* L, as the contract writes it; ``tax_amount`` = total − taxable (L − taxable rounded
+  like the total, so the line always adds up and a 0 % line never shows −0.01); ``gross_value`` = taxable;
   ``discount`` = round2(price × qty × discount_rate/100 / (1 + tax_rate/100)).
 * excluded items: tax 0, taxable 0.00, ``gross_value`` = round2(L).
 * withholdings: ReteIVA (05) applies to the item's (rounded) tax, ReteRenta (06) and ReteICA (07) to
-  its taxable base; they are reported but do not reduce the total.
+  its base (``gross_value``: the taxable amount, or L for an excluded line); they are reported but
+  do not reduce the total.
 
 Document: ``taxable_amount`` = Σ item taxable, ``tax_amount`` = Σ item tax, surcharges and
 discounts from ``allowance_charges`` (item discounts are not included), ``total`` = Σ item totals +
 surcharges − discounts.
 
-Document ``gross_value``: the contract (§3.4) says ``gross_value`` = ``taxable_amount`` = Σ item
-taxable, and none of its worked examples (§3.5, §3.6: no excluded item) contradicts it, so the
-document ``gross_value`` follows that rule even when excluded items exist (their taxable amount is
-0.00, so they add nothing). The UBL XML keeps DIAN's own definition, ``LineExtensionAmount`` = Σ line
-values (excluded lines included), in :attr:`BillTotals.line_extension_amount`, which the CUFE uses too.
+Document ``gross_value`` = Σ item ``gross_value``. The contract (§3.4) writes it as Σ item taxable,
+which is the same sum whenever no item is excluded (all its worked examples); with excluded items the
+official v1 support-document example (items excluded, ``gross_value`` "90000.00", ``taxable_amount``
+"0.00") and DIAN's own ``LineExtensionAmount`` (used by the UBL XML and the CUFE) both count the
+excluded lines, so the emulator does too.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ class BillTotals:
     lines: tuple[LineTotals, ...]
     allowances: tuple[AllowanceTotals, ...]
     gross_value: Decimal
-    line_extension_amount: Decimal
     taxable_amount: Decimal
     tax_amount: Decimal
     discount_amount: Decimal
@@ -116,12 +116,16 @@ def compute_line(
         else:
             divisor = 1 + tax_rate / _HUNDRED
             taxable = round2(exact_line / divisor)
-            tax = round2(exact_line - taxable)
+            # L − taxable, rounded like the line total: round2(L − taxable) would round a 0 % line
+            # whose L ends in half a cent (0.505 → taxable 0.51) to a negative tax of −0.01
+            tax = line - taxable
             gross_value = taxable
             discount = round2(gross * discount_rate / _HUNDRED / divisor)
         held = []
         for code, rate in withholdings:
-            base = tax if code == "05" else taxable
+            # ReteIVA on the IVA; ReteRenta/ReteICA on the line's base, which for an excluded
+            # line is its gross value (official support-document example: 3.5 % of 40000 = 1400)
+            base = tax if code == "05" else gross_value
             held.append(Withholding(code=code, rate=rate, value=round2(base * rate / _HUNDRED)))
     return LineTotals(
         total=line,
@@ -197,9 +201,7 @@ def _compute_bill(
     return BillTotals(
         lines=tuple(lines),
         allowances=tuple(allowances),
-        # contract §3.4: gross_value = taxable_amount = Σ item taxable (see the module docstring)
-        gross_value=sum((line.taxable_amount for line in lines), _ZERO),
-        line_extension_amount=sum((line.gross_value for line in lines), _ZERO),
+        gross_value=sum((line.gross_value for line in lines), _ZERO),
         taxable_amount=sum((line.taxable_amount for line in lines), _ZERO),
         tax_amount=sum((line.tax_amount for line in lines), _ZERO),
         discount_amount=discount,

@@ -354,7 +354,7 @@ def render_xml(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
         x.close("cac:TaxCategory")
         x.close("cac:TaxSubtotal")
         x.close("cac:WithholdingTaxTotal")
-    line_sum = totals.line_extension_amount  # UBL: Σ line values, excluded lines included
+    line_sum = totals.gross_value  # UBL: Σ line values, excluded lines included
     x.open("cac:LegalMonetaryTotal")
     x.leaf("cbc:LineExtensionAmount", line_sum, **_COP)
     x.leaf("cbc:TaxExclusiveAmount", totals.taxable_amount, **_COP)

@@ -33,7 +33,7 @@ _ALLOWANCE_CONCEPTS = {
     "00": "Descuento no condicionado",
     "01": "Descuento condicionado",
     "02": "Recargo no condicionado",
-    "03": "Recargo condicionado",
+    "03": "Recargo Condicionado",  # as the official response example writes it
 }
 
 
@@ -179,7 +179,7 @@ def _items(tables: Tables, bill: Bill) -> list[dict[str, Any]]:
                             {"code": w.code, "name": _WITHHOLDING_NAMES.get(w.code, ""), "rate": fmt2(w.rate)}
                         ],
                     }
-                    for w in line.withholdings
+                    for w in sorted(line.withholdings, key=lambda w: w.code)
                 ],
                 "mandate": item.get("mandate"),
             }

@@ -143,12 +143,15 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.close()
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 makes the kernel reset connections when a few dozen
+    # clients connect at once, which a client cannot tell from the reset-after-store fault
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app

@@ -226,26 +226,28 @@ class RateDecision:
         return out
 
 
+PENDING_MESSAGE = "Se encontró una factura pendiente por enviar a la DIAN"
+PENDING_DETAIL = "Elimine o envíe a la DIAN el documento pendiente antes de crear uno nuevo"
+
+
 @dataclass(frozen=True, slots=True)
 class CreateResult:
     """What a create did: the HTTP status to answer and the bill involved.
 
     ``kind``: ``validated`` (new or resent and now validated), ``existing`` (duplicate policy
     return-existing), ``dian_pending``, ``rejected`` (422 with ``rules``), ``conflict`` (409,
-    ``message``).
+    ``message`` and the ``detail`` of its error entry).
     """
 
     kind: Literal["validated", "existing", "dian_pending", "rejected", "conflict"]
     bill: Bill | None = None
     rules: dict[str, str] = field(default_factory=dict)
     message: str = ""
+    detail: str = PENDING_DETAIL
 
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-PENDING_MESSAGE = "Se encontró una factura pendiente por enviar a la DIAN"
 
 
 class EmulatorState:
@@ -504,6 +506,7 @@ class EmulatorState:
                     "conflict",
                     validated_same[0],
                     message=f"El documento con el código de referencia {reference} ya se encuentra validado",
+                    detail="Use otro código de referencia para crear un documento nuevo",
                 )
         rules = self._dian_rules(payload)  # decided before anything is stored or numbered
         bill = self._store(payload)
@@ -584,7 +587,7 @@ class EmulatorState:
             number,
             issued.strftime("%Y-%m-%d"),
             issued.strftime("%H:%M:%S-05:00"),
-            fmt2(totals.line_extension_amount),  # ValFac = the XML's LineExtensionAmount
+            fmt2(totals.gross_value),  # ValFac = the XML's LineExtensionAmount
             "01",
             fmt2(per_code["01"]),
             "04",

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from daemon import catalog
+from daemon.emulator.calc import compute_bill
 from daemon.money import decimal_places, to_decimal
 
 __all__ = [
@@ -409,7 +410,7 @@ def _withholdings(v: Errors, raw: Any, path: str) -> list[dict[str, Any]]:
 
 def _item(v: Errors, raw: Any, i: int, ctx: BillContext, operation_type: str | None) -> dict[str, Any]:
     p = f"items.{i}"
-    item = v.obj(raw, p)
+    item = v.obj({} if raw is None else raw, p)  # a null element: each of its fields is missing
     if item is None:
         return {}
     out: dict[str, Any] = {}
@@ -483,7 +484,7 @@ def _required_flag(v: Errors, data: Mapping[str, Any], key: str, prefix: str) ->
 
 def _allowance(v: Errors, raw: Any, i: int) -> dict[str, Any]:
     p = f"allowance_charges.{i}"
-    charge = v.obj(raw, p)
+    charge = v.obj({} if raw is None else raw, p)  # a null element: each of its fields is missing
     if charge is None:
         return {}
     return {
@@ -643,6 +644,16 @@ def validate_bill(payload: Any, ctx: BillContext) -> tuple[dict[str, list[str]],
     out["items"] = [_item(v, raw, i, ctx, out["operation_type"]) for i, raw in enumerate(items or [])]
     charges = v.array(v.present(payload, "allowance_charges"), "allowance_charges") or []
     out["allowance_charges"] = [_allowance(v, raw, i) for i, raw in enumerate(charges)]
+    # DIAN never validates a negative payable amount: discounts may not exceed the invoice
+    if (
+        not v.map
+        and out["allowance_charges"]
+        and compute_bill(out["items"], out["allowance_charges"]).total < 0
+    ):
+        v.add(
+            "allowance_charges",
+            "El valor de los descuentos no puede ser mayor que el total de la factura.",
+        )
     return v.map, out
 
 
