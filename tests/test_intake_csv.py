@@ -51,6 +51,15 @@ class TestEncodings:
         with pytest.raises(InputError, match=r"a\.csv: is not valid utf-8"):
             read_csv(path, encoding="utf-8")
 
+    def test_utf8_text_under_a_cp1252_profile_is_not_mangled(self, tmp_path: Path) -> None:
+        """Valid UTF-8 with accents under a cp1252 profile is read as UTF-8, with a warning."""
+        path = _write(tmp_path / "a.csv", "names;item\nJosé Peña Muñoz;Café molido\n", "utf-8")
+        table = read_csv(path, encoding="cp1252")
+        assert table.rows[0].values == ["José Peña Muñoz", "Café molido"]
+        assert any("read as utf-8, not the profile's cp1252" in w for w in table.warnings)
+        plain = read_csv(_write(tmp_path / "b.csv", "names;item\nJosé;Café\n", "cp1252"), encoding="cp1252")
+        assert plain.rows[0].values == ["José", "Café"] and not plain.warnings
+
 
 class TestDialect:
     @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])

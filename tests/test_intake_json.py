@@ -190,7 +190,7 @@ class TestBroken:
             ("{not json", "is not valid JSON"),
             ("42", "must hold an invoice object"),
             ("[1, 2]", "row 1: expected a JSON object"),
-            ('{"a": 1}\n{broken\n', "line 2"),
+            ("{broken\n{also broken\n", "line 1"),
             ("[" * 5000 + "]" * 5000, "nests deeper"),
             ('{"reference_code": ' + "9" * 5000 + "}", "is not valid JSON"),
         ],
@@ -202,6 +202,48 @@ class TestBroken:
         with pytest.raises(InputError, match=reason) as info:
             read(path)
         assert str(info.value).startswith("bad.json: ")
+
+    def test_a_broken_element_or_line_blocks_only_itself(self, tmp_path: Path) -> None:
+        """A list element that is not an object, or a JSON Lines line that is not JSON, is an error at
+        its row; the other invoices of the file still go through."""
+        result = read(dump(tmp_path / "list.json", [native("J-1"), "oops", None, native("J-3")]))
+        assert [i.reference_code for i in result.invoices] == ["J-1", "J-3"]
+        assert [(e.row, e.column) for e in result.errors] == [(2, None), (3, None)]
+        assert "expected a JSON object" in result.errors[0].message
+        lines = tmp_path / "lines.jsonl"
+        lines.write_text(json.dumps(native("J-1")) + "\n{broken\n" + json.dumps(native("J-2")) + "\n")
+        result = read(lines)
+        assert [i.reference_code for i in result.invoices] == ["J-1", "J-2"]
+        assert [(e.row, e.column) for e in result.errors] == [(2, None)]
+        assert "is not valid JSON" in result.errors[0].message
+
+    def test_a_broken_flat_row_holds_back_the_invoice_it_may_belong_to(self, tmp_path: Path) -> None:
+        """Flat rows may spread one invoice over lines: a broken line naming F-1, or following F-2's
+        rows, keeps that invoice from being issued without it; F-3 is unaffected."""
+
+        def row(ref: str) -> str:
+            return json.dumps(
+                {
+                    "reference_code": ref,
+                    "customer.identification_document_id": "3",
+                    "customer.identification": "1399991",
+                    "customer.names": "Ana",
+                    "item.code_reference": "A",
+                    "item.name": "A",
+                    "item.quantity": "1",
+                    "item.price": "100",
+                    "item.tax_rate": "19",
+                }
+            )
+
+        path = tmp_path / "flat.jsonl"
+        path.write_text(
+            "\n".join([row("F-1"), row("F-2"), '{"reference_code": "F-1", oops', "{oops", row("F-3")])
+        )
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["F-3"]
+        assert [(e.row, e.reference_code) for e in result.errors] == [(3, "F-1"), (4, "F-2")]
+        assert "held back" in result.errors[0].message
 
     def test_invalid_utf8_is_refused(self, tmp_path: Path) -> None:
         """JSON must be UTF-8: other bytes are a clear error."""

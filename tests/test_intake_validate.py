@@ -68,6 +68,11 @@ def read(path: Path, *, settings: Settings | None = None, **kw: Any) -> IntakeRe
     )
 
 
+def _k(*parts: dict[str, str]) -> dict[str, str]:
+    """Canonical column names as ``line()`` keyword names (dots written as __)."""
+    return {k.replace(".", "__"): v for part in parts for k, v in part.items()}
+
+
 def only_error(result: IntakeResult) -> RowError:
     """The single error of a result."""
     assert len(result.errors) == 1, [str(e) for e in result.errors]
@@ -399,11 +404,129 @@ class TestRules:
 
     def test_a_field_without_column_reports_no_column(self, tmp_path: Path) -> None:
         """A rule on a field the file has no column for names the field and leaves column empty."""
-        row = line(payment_form="2")
-        del row["payment_due_date"]
+        row = line(
+            customer__identification_document_id="3", customer__identification="1399991", customer__dv=""
+        )
+        del row["customer.names"]
         err = only_error(check(tmp_path, [row]))
         assert (err.row, err.column, err.value) == (2, None, None)
+        assert err.message.startswith("customer.names is required")
+
+    def test_a_missing_due_date_points_at_the_credit_sale_cell(self, tmp_path: Path) -> None:
+        """No payment_due_date column: the error sits on the payment_form cell that says 2."""
+        rows = [line(payment_form=""), line(payment_form="2", item__code_reference="B")]
+        for row in rows:
+            del row["payment_due_date"]
+        err = only_error(check(tmp_path, rows))
+        assert (err.row, err.column, err.value) == (3, "payment_form", "2")
         assert err.message.startswith("payment_due_date is required")
+
+    def test_an_amount_shaped_like_a_thousands_group_is_refused(self, tmp_path: Path) -> None:
+        """11.900 and $ 1.000 mean 11900 and 1000 to a Colombian: refused, not sent as 11.9; zeros past
+        the cents of 11900.0000 are simply dropped."""
+        rows = [
+            line(reference_code="Q-0", item__price="11.900"),
+            line(reference_code="Q-1", item__price="$ 1.000"),
+            line(reference_code="Q-2", item__price="11900.0000", item__tax_rate="19.000"),
+            line(reference_code="Q-3", item__price="0.500"),
+        ]
+        result = check(tmp_path, rows)
+        assert [(e.row, e.column, e.value) for e in result.errors] == [
+            (2, "item.price", "11.900"),
+            (3, "item.price", "$ 1.000"),
+        ]
+        assert "if it means 11900" in result.errors[0].message
+        prices = {i.reference_code: dumps_payload(i.payload) for i in result.invoices}
+        assert '"price": 11900.00' in prices["Q-2"] and '"tax_rate": "19.00"' in prices["Q-2"]
+        assert '"price": 0.50' in prices["Q-3"]
+
+    def test_reference_code_in_scientific_notation_is_refused(self, tmp_path: Path) -> None:
+        """1.23457E+11 could be 123456789012 or 123456789013: every such row is an error, none merged."""
+        rows = [
+            line(reference_code="1.23457E+11"),
+            line(reference_code="1.23457E+11"),
+            line(reference_code="R-2"),
+        ]
+        result = check(tmp_path, rows)
+        assert [i.reference_code for i in result.invoices] == ["R-2"]
+        assert [(e.row, e.column, e.value) for e in result.errors] == [
+            (2, "reference_code", "1.23457E+11"),
+            (3, "reference_code", "1.23457E+11"),
+        ]
+        assert "scientific notation" in result.errors[0].message
+
+    def test_float_looking_reference_code_is_repaired(self, tmp_path: Path) -> None:
+        """1001.0 (a number exported as float) is invoice 1001, as an XLSX number cell would be."""
+        result = check(tmp_path, [line(reference_code="1001.0"), line(reference_code="1001")])
+        assert [(i.reference_code, i.rows) for i in result.invoices] == [("1001", [2, 3])]
+        assert any("'1001.0'" in w for w in result.warnings)
+
+    def test_same_nit_with_and_without_dv_agrees(self, tmp_path: Path) -> None:
+        """900123456 on one row and 900.123.456-8 on the next are the same customer; a wrong DV is not."""
+        rows = [line(customer__dv=""), line(customer__identification="900.123.456-8", customer__dv="")]
+        result = check(tmp_path, rows)
+        assert result.errors == []
+        assert result.invoices[0].payload["customer"]["dv"] == "8"
+        rows = [line(customer__dv=""), line(customer__identification="900123456-7", customer__dv="")]
+        err = only_error(check(tmp_path, rows))
+        assert (err.row, err.column, err.value) == (3, "customer.identification", "900123456-7")
+
+    def test_dv_after_a_space_is_a_dv(self, tmp_path: Path) -> None:
+        """900123456 7 is NIT 900123456 with DV 7 (wrong: 8), never the ten-digit NIT 9001234567."""
+        err = only_error(check(tmp_path, [line(customer__identification="900123456 7", customer__dv="")]))
+        assert (err.row, err.column, err.value) == (2, "customer.identification", "900123456 7")
+        assert "check digit of NIT 900123456 is 8" in err.message
+        ok = check(tmp_path, [line(customer__identification="900123456 8", customer__dv="")])
+        assert ok.invoices[0].payload["customer"]["identification"] == "900123456"
+
+    def test_mandate_identification_follows_the_customer_rules(self, tmp_path: Path) -> None:
+        """Mandate ids: a NIT loses dots and DV (checked), a cédula is digits, a missing one is located."""
+        base = {"operation_type": "11", "item.scheme_id": "1"}
+        rows = [
+            line(
+                reference_code="M-1",
+                **_k(
+                    base,
+                    {
+                        "item.mandate.identification_document_id": "6",
+                        "item.mandate.identification": "900.123.456-8",
+                    },
+                ),
+            ),
+            line(
+                reference_code="M-2",
+                **_k(
+                    base,
+                    {
+                        "item.mandate.identification_document_id": "6",
+                        "item.mandate.identification": "900123456-7",
+                    },
+                ),
+            ),
+            line(
+                reference_code="M-3",
+                **_k(
+                    base,
+                    {"item.mandate.identification_document_id": "3", "item.mandate.identification": "ABC.12"},
+                ),
+            ),
+            line(
+                reference_code="M-4",
+                **_k(
+                    base, {"item.mandate.identification_document_id": "", "item.mandate.identification": ""}
+                ),
+            ),
+        ]
+        result = check(tmp_path, rows)
+        assert [i.payload["items"][0]["mandate"] for i in result.invoices] == [
+            {"identification_document_id": 6, "identification": "900123456"}
+        ]
+        located = [(e.row, e.column, e.value) for e in result.errors]
+        assert located == [
+            (3, "item.mandate.identification", "900123456-7"),
+            (4, "item.mandate.identification", "ABC.12"),
+            (5, "item.mandate.identification_document_id", ""),
+        ]
 
     def test_every_disagreeing_row_is_an_error(self, tmp_path: Path) -> None:
         """Invoice and customer values must agree across rows; each disagreeing row is reported."""

@@ -37,6 +37,42 @@ def _bom_encoding(path: Path) -> str | None:
     return None
 
 
+def _scan(path: Path) -> tuple[bool, bool, bool]:
+    """Stream ``path`` once: (valid UTF-8, has non-ASCII bytes, valid Windows-1252).
+
+    Raises:
+        InputError: the file holds NUL bytes (binary data, or UTF-16 without a byte-order mark).
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    utf8 = cp1252 = True
+    non_ascii = False
+    offset = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise input_error(
+                    path,
+                    f"contains a NUL byte at offset {offset + nul}: this is binary data (or UTF-16 "
+                    "without a byte-order mark), not a CSV text file",
+                )
+            non_ascii = non_ascii or not chunk.isascii()
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+            if not utf8 and cp1252 and not _CP1252_UNDEFINED.isdisjoint(chunk):
+                cp1252 = False
+            offset += len(chunk)
+    if utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = False
+    return utf8, non_ascii, cp1252
+
+
 def detect_encoding(path: Path) -> str:
     """Return the codec to read ``path`` with: BOM, then strict UTF-8, then Windows-1252.
 
@@ -46,32 +82,7 @@ def detect_encoding(path: Path) -> str:
     marked = _bom_encoding(path)
     if marked is not None:
         return marked
-    with path.open("rb") as fh:
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        utf8 = True
-        cp1252 = True
-        offset = 0
-        while chunk := fh.read(_CHUNK):
-            nul = chunk.find(b"\x00")
-            if nul >= 0:
-                raise input_error(
-                    path,
-                    f"contains a NUL byte at offset {offset + nul}: this is binary data (or UTF-16 "
-                    "without a byte-order mark), not a CSV text file",
-                )
-            if utf8:
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    utf8 = False
-            if not utf8 and cp1252 and not _CP1252_UNDEFINED.isdisjoint(chunk):
-                cp1252 = False
-            offset += len(chunk)
-        if utf8:
-            try:
-                decoder.decode(b"", final=True)
-            except UnicodeDecodeError:
-                utf8 = False
+    utf8, _non_ascii, cp1252 = _scan(path)
     if utf8:
         return "utf-8"
     if cp1252:
@@ -79,6 +90,35 @@ def detect_encoding(path: Path) -> str:
     raise input_error(
         path, "is neither UTF-8 nor Windows-1252 text; save it as 'CSV UTF-8' or set [read] encoding"
     )
+
+
+def _profile_encoding(path: Path, encoding: str, warnings: list[str]) -> str:
+    """The codec for a profile's ``[read] encoding``, unless the bytes plainly say otherwise.
+
+    A UTF-8 byte-order mark wins (Excel's "CSV UTF-8" beside a profile written for its plain CSV).
+    So does valid UTF-8 holding non-ASCII text under a single-byte profile encoding (cp1252,
+    latin-1...): decoding it byte by byte would turn "José" into "JosÃ©" silently, while Windows-1252
+    text with accents is practically never valid UTF-8.
+    """
+    try:
+        declared = codecs.lookup(encoding).name
+    except LookupError:
+        raise input_error(path, f"unknown encoding {encoding!r} in the profile") from None
+    marked = _bom_encoding(path)
+    if marked is not None:
+        if codecs.lookup(marked).name != declared:
+            warnings.append(f"read as {marked}: the file starts with its byte-order mark")
+            return marked
+        return encoding
+    if declared not in ("utf-8", "utf-16", "utf-32") and not declared.startswith(("utf-16", "utf-32")):
+        utf8, non_ascii, _cp1252 = _scan(path)
+        if utf8 and non_ascii:
+            warnings.append(
+                f"read as utf-8, not the profile's {encoding}: the file is valid UTF-8 with accented "
+                'text (set [read] encoding = "utf-8" in the profile to silence this)'
+            )
+            return "utf-8"
+    return encoding
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -180,15 +220,7 @@ def read_csv(
             if encoding == "cp1252":
                 warnings.append("read as Windows-1252 (cp1252): the file is not valid UTF-8")
         else:
-            try:
-                codecs.lookup(encoding)
-            except LookupError:
-                raise input_error(path, f"unknown encoding {encoding!r} in the profile") from None
-            marked = _bom_encoding(path)
-            if marked is not None and codecs.lookup(marked).name != codecs.lookup(encoding).name:
-                # Excel's "CSV UTF-8" beside a profile written for its plain (cp1252) CSV
-                warnings.append(f"read as {marked}: the file starts with its byte-order mark")
-                encoding = marked
+            encoding = _profile_encoding(path, encoding, warnings)
         lines = _head_lines(path, encoding)
         sep_line = _SEP_LINE.fullmatch(lines[0])
         if sep_line:  # Excel's "sep=;" hint: not a row for the user, and it names the delimiter

@@ -41,6 +41,8 @@ class JsonContent:
     native: Table | None = None
     extras: dict[int, dict[str, Any]] = field(default_factory=dict)
     flat: Table | None = None
+    broken: list[tuple[int, str, str | None]] = field(default_factory=list)
+    """Elements or lines that are not an object: (row, message, the reference_code they show)."""
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
@@ -160,19 +162,40 @@ def _lines(text: str) -> Iterator[tuple[int, str]]:
             yield number, line
 
 
+_REFERENCE = re.compile(r'"reference_code"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
 def _json_lines(path: Path, text: str, limits: Limits) -> list[tuple[int, Any]]:
-    """The objects of a JSON Lines text; the lines are counted before any is decoded."""
+    """The objects of a JSON Lines text; the lines are counted before any is decoded.
+
+    A line that is not valid JSON becomes a :class:`_Broken` entry (reported at its line, the
+    other lines still read), unless no line at all is JSON: then the file is not JSON Lines.
+    """
     if text.count("\n") >= limits.max_rows:  # else there cannot be too many lines
         for count, _ in enumerate(_lines(text), start=1):
             if count > limits.max_rows:
                 raise _too_many(path, limits, "objects (non-blank lines)")
     objects: list[tuple[int, Any]] = []
+    first_error: str | None = None
     for number, line in _lines(text):
         try:
             objects.append((number, _loads(path, line, limits)))
         except InputError as exc:
-            raise input_error(path, f"line {number}: {str(exc).split(': ', 1)[-1]}") from None
+            reason = f"line {number}: {str(exc).split(': ', 1)[-1]}"
+            first_error = first_error or reason
+            m = _REFERENCE.search(line)
+            objects.append((number, _Broken(reason.split(": ", 1)[1], m.group(1) if m else None)))
+    if first_error is not None and all(isinstance(obj, _Broken) for _, obj in objects):
+        raise input_error(path, first_error)
     return objects
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """A JSON Lines line that could not be decoded."""
+
+    message: str
+    reference_code: str | None
 
 
 def read_json(path: Path, *, limits: Limits | None = None, decimal: str = ".") -> JsonContent:
@@ -222,8 +245,13 @@ def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits, decimal: 
     flat_rows: list[tuple[int, dict[str, Any]]] = []
     count = 0
     for group, (number, obj) in enumerate(objects):
+        if isinstance(obj, _Broken):
+            content.broken.append((number, obj.message, obj.reference_code))
+            continue
         if not isinstance(obj, dict):
-            raise input_error(path, f"row {number}: expected a JSON object, got {type(obj).__name__}")
+            got = "null" if obj is None else type(obj).__name__
+            content.broken.append((number, f"expected a JSON object (an invoice or a row), got {got}", None))
+            continue
         items = obj.get("items")
         count += len(items) if isinstance(items, list) and items else 1
         if count > limits.max_rows:
@@ -235,6 +263,9 @@ def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits, decimal: 
                 content.extras[group] = extras
         else:
             flat_rows.append((number, obj))
+    if not native_rows and not flat_rows:
+        number, message, _ref = content.broken[0]
+        raise input_error(path, f"row {number}: {message}")
     if native_rows:
         content.native = Table(file=path.name, headers=list(NATIVE_HEADERS), rows=native_rows)
     if flat_rows:

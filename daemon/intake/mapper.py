@@ -33,6 +33,35 @@ _MAX_WARNINGS = 50
 _MEMO_MAX = 200_000
 _HUNDRED = Decimal(100)
 _BRANCH = re.compile(r"([0-9]{5,15})-([0-9]{3})", re.ASCII)
+_CAUSES = {"payment_due_date": "payment_form"}
+"""A conditionally required field -> the field whose value requires it (for error locations)."""
+_SPACED_DV = re.compile(r"([0-9][0-9. ]*[0-9])\s+([0-9])", re.ASCII)
+
+
+def _same_nit(first: str, other: str) -> bool | None:
+    """Whether two spellings name the same NIT: None if not, else True when only ``other`` has the DV."""
+    a, b = _nit_parts(first), _nit_parts(other)
+    if a is None or b is None or a[0] != b[0] or (a[1] and b[1] and a[1] != b[1]):
+        return None
+    return bool(b[1]) and not a[1]
+
+
+def _nit_parts(text: str) -> tuple[str, str] | None:
+    """A NIT as written (``900.123.456-8``, ``900 123 456``, ``900123456 8``) -> (digits, DV or "").
+
+    A lone digit after a space is the DV: NIT digit groups have three digits, so ``900123456 7``
+    never means the ten-digit number 9001234567. None when the text is not a NIT's shape.
+    """
+    text = text.strip()
+    m = _SPACED_DV.fullmatch(text) if "-" not in text else None
+    number, _, dv = (m.group(1), "-", m.group(2)) if m else text.partition("-")
+    number = number.replace(".", "").replace(" ", "").strip()
+    dv = dv.strip()
+    if not (number.isascii() and number.isdigit()) or (dv and not (dv.isdigit() and len(dv) == 1)):
+        return None
+    return number, dv
+
+
 _ESCAPED = frozenset("=+-@")
 """After a leading apostrophe: how Odoo and spreadsheets keep such text from being a formula."""
 
@@ -510,7 +539,7 @@ class Mapper:
             data, customer = heads[g]
             errors = g_errors.get(g, [])
             errored = g_errored.get(g, set())
-            self._derive_customer(customer, errors, errored, head_rows[hidx[0]])
+            self._derive_customer(customer, errors, errored, [head_rows[i] for i in hidx])
             data["reference_code"] = ref_text
             data["customer"] = customer
             data["items"] = [items[i] for i in iidx]
@@ -555,6 +584,12 @@ class Mapper:
         for i, row in enumerate(rows):
             ref = row.values[ref_idx].strip()
             if ref:
+                try:  # the invoice's identity: 1001.0 is 1001, 1.23457E+11 has lost its digits
+                    ref = self.parser.ident(ref)
+                except BadValue as exc:
+                    loose.append(self._error(table, row, ref_idx, f"reference_code {exc}"))
+                    last = None
+                    continue
                 groups.setdefault(ref, []).append(i)
                 last = ref
                 continue
@@ -605,6 +640,7 @@ class Mapper:
         cell is not trusted, so it counts as bad (the reader's message is the one reported).
         """
         values: list[Any] | None = None
+        first: _Column | None = None
         for col in slot.cols:
             memo = col.memo
             converted = list(map(memo.__getitem__, map(operator.itemgetter(col.index), cells)))
@@ -619,19 +655,23 @@ class Mapper:
                         on_bad(i, col, _Bad("flagged by the reader"))
                         converted[i] = MISSING
             if values is None:
-                values = converted
+                values, first = converted, col
                 continue
-            if col.derived:
-                for i, (a, b) in enumerate(zip(values, converted, strict=True)):
-                    if a is not MISSING and b is not MISSING and a != b:
-                        on_bad(
-                            i,
-                            col,
-                            _Bad(
-                                f"is {as_text(b)} by the value map of this cell, "
-                                f"but {as_text(a)} in its own column"
-                            ),
-                        )
+            for i, (a, b) in enumerate(zip(values, converted, strict=True)):
+                if a is not MISSING and b is not MISSING and a != b:
+                    # two columns for one field (an alias beside the id, a value-mapped cell beside
+                    # the field's own column) that disagree: neither is taken on trust
+                    on_bad(
+                        i,
+                        col,
+                        _Bad(
+                            f"is {as_text(b)} by the value map of this cell, "
+                            f"but {as_text(a)} in its own column"
+                            if col.derived
+                            else f"means {slot.key} {as_text(b)}, but {getattr(first, 'canonical', '')} "
+                            f"in the same row means {as_text(a)}"
+                        ),
+                    )
             values = [b if a is MISSING else a for a, b in zip(values, converted, strict=True)]
         return values
 
@@ -795,6 +835,8 @@ class Mapper:
                     )
                 else:
                     items[i].setdefault("mandate", {})[slot.key] = v
+        if any(slot.group == "mandate" for slot, _ in extra_slots):
+            self._normalise_mandates(items, row_errors, item_errored)
         if with_missing:
             zero = Decimal(0)
             for i in with_missing:
@@ -808,11 +850,47 @@ class Mapper:
                     item["price"] = round2(price * (1 + rate / _HUNDRED))
         return items
 
+    def _normalise_mandates(
+        self,
+        items: list[dict[str, Any]],
+        row_errors: dict[int, list[RowError]],
+        item_errored: dict[int, set[str]],
+    ) -> None:
+        """A mandate's NIT is sent without DV, like the customer's: ``900.123.456-8`` -> 900123456."""
+        slot = self._slot_by_path.get(("items", "mandate", "identification"))
+        col = slot.cols[0] if slot is not None and slot.cols else None
+        for i, item in enumerate(items):
+            mandate = item.get("mandate")
+            if not mandate or mandate.get("identification_document_id") != NIT_DOCUMENT_ID:
+                continue
+            ident = mandate.get("identification")
+            parts = _nit_parts(ident) if isinstance(ident, str) else None
+            if parts is None:
+                continue  # the validator reports what is not a NIT
+            number, dv = parts
+            mandate["identification"] = number
+            try:
+                expected = str(nit_check_digit(number)) if dv else dv
+            except ValueError:
+                continue  # too long for a NIT: the validator says so
+            if dv != expected:
+                table = self.item_table
+                row = table.rows[i]
+                message = (
+                    f"item.mandate.identification carries DV {dv}, "
+                    f"but the check digit of NIT {number} is {expected}"
+                )
+                row_errors.setdefault(i, []).append(
+                    self._error(table, row, col.index if col else None, message, ident)
+                )
+                item_errored.setdefault(i, set()).add("mandate")
+
     def _agree(
         self, slot: _Slot, hidx: list[int], ref: str, errors: list[RowError], errored: set[tuple[Any, ...]]
     ) -> Any:
         """A header-level slot's value across an invoice's rows: blanks are fine, conflicts are errors."""
         rows = self.head_table.rows
+        is_ident = slot.level == "customer" and slot.key == "identification"
         for col in slot.cols:
             chosen: tuple[Any, int, str] | None = None
             for i in hidx:
@@ -835,6 +913,10 @@ class Mapper:
                         errored.add(self._loc(slot))
                     chosen = (value, i, text)
                 elif text != chosen[2] and value != chosen[0]:
+                    if is_ident and (same := _same_nit(chosen[2], text)) is not None:
+                        if same:  # 900123456 beside 900.123.456-8: keep the spelling with the DV
+                            chosen = (value, i, text)
+                        continue
                     errors.append(
                         self._error(
                             self.head_table,
@@ -850,7 +932,11 @@ class Mapper:
         return MISSING
 
     def _derive_customer(
-        self, customer: dict[str, Any], errors: list[RowError], errored: set[tuple[Any, ...]], row: SourceRow
+        self,
+        customer: dict[str, Any],
+        errors: list[RowError],
+        errored: set[tuple[Any, ...]],
+        rows: list[SourceRow],
     ) -> None:
         doc = customer.get("identification_document_id")
         if "legal_organization_id" not in customer:
@@ -871,9 +957,10 @@ class Mapper:
             return
         if "." not in ident and "-" not in ident and " " not in ident:
             return
-        number, _, dv = ident.replace(".", "").replace(" ", "").partition("-")
-        if not number.isdigit() or (dv and not (dv.isdigit() and len(dv) == 1)):
+        parts = _nit_parts(ident)
+        if parts is None:
             return  # left as is: the validator reports it as not digits-only
+        number, dv = parts
         customer["identification"] = number
         if not dv:
             return
@@ -895,6 +982,9 @@ class Mapper:
             return
         slot = self._slot_by_path[("customer", "identification")]
         col = slot.cols[0] if slot.cols else None
+        row = rows[0]
+        if col is not None:  # the row that wrote this spelling (another row may hold it without DV)
+            row = next((r for r in rows if r.values[col.index].strip() == ident.strip()), row)
         errors.append(self._error(self.head_table, row, col.index if col else None, message, ident))
         errored.add(("customer", "dv"))
 
@@ -980,6 +1070,15 @@ class Mapper:
                     slot = self._slot_by_path.get(("items", "withholding_taxes", str(code)))
                 elif key == "mandate" and len(loc) >= 4:
                     slot = self._slot_by_path.get(("items", "mandate", str(loc[3])))
+                elif key == "mandate":  # the whole mandate is missing: point at its first column
+                    slot = next(
+                        (
+                            s
+                            for path, s in self._slot_by_path.items()
+                            if path[:2] == ("items", "mandate") and s.cols
+                        ),
+                        None,
+                    )
                 else:
                     slot = self._slot_by_path.get(("items", str(key)))
             return self._locate_slot(table, [row], slot, loc)
@@ -997,6 +1096,13 @@ class Mapper:
                     head.sheet,
                 )
         rows = [head.rows[i] for i in draft.head_rows]
+        cause = _CAUSES.get(loc[0]) if loc and (slot is None or not slot.cols) else None
+        if cause is not None and (cause_slot := self._slot_by_path.get((cause,))) is not None:
+            # "payment_due_date is required when payment_form is 2" in a file without that column:
+            # the cell that asks for it is the one to show
+            number, label, raw, _name, sheet = self._locate_slot(head, rows, cause_slot, (cause,))
+            if label is not None:
+                return number, label, raw, str(loc[0]), sheet
         return self._locate_slot(head, rows, slot, loc)
 
     def _locate_slot(

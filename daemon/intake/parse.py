@@ -16,6 +16,7 @@ from daemon.intake.lookups import Lookups
 
 __all__ = ["BadValue", "TextParser", "as_text"]
 
+_CENT = Decimal("0.01")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 _FLOATY_INT = re.compile(r"(\d+)\.0+", re.ASCII)
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+", re.ASCII)
@@ -36,6 +37,18 @@ class BadValue(ValueError):
     """Raised by a parser: the text cannot be read as the column's kind (message is user-facing)."""
 
 
+def _cents(value: Decimal) -> Decimal:
+    """``value`` with zeros past the second decimal dropped (11.900 -> 11.90); else unchanged."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= -2:
+        return value
+    try:
+        cents = value.quantize(_CENT)
+    except InvalidOperation:  # more digits than the context holds: left for the range checks
+        return value
+    return cents if cents == value else value
+
+
 def as_text(value: Any, decimal: str = ".") -> str:
     """Text form of a TOML/JSON scalar (a profile default, a value-map target, a JSON value).
 
@@ -47,6 +60,7 @@ def as_text(value: Any, decimal: str = ".") -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
+        value = _cents(value)  # a typed 11.900 is unambiguous: 11.90
         text = format(value, "f")
         return text.replace(".", decimal) if decimal != "." else text
     if isinstance(value, float):
@@ -96,8 +110,8 @@ class TextParser:
             return self.code(text, canonical)
         if kind == "decimal":
             return self.decimal_value(text)
-        if kind == "rate":
-            return self.decimal_value(text[:-1].rstrip() if text.endswith("%") else text)
+        if kind == "rate":  # at most 100: "19.000" can only mean 19
+            return self.decimal_value(text[:-1].rstrip() if text.endswith("%") else text, amount=False)
         if kind == "date":
             return self.date_value(text)
         if kind == "time":
@@ -171,11 +185,15 @@ class TextParser:
             )
         return f"{sign}{whole}.{frac}" if point else sign + whole
 
-    def decimal_value(self, text: str) -> Decimal:
+    def decimal_value(self, text: str, *, amount: bool = True) -> Decimal:
         """A number with the profile's separators, as an exact Decimal.
 
         A thousands separator must split groups of three digits, and with a decimal comma a dot is
-        refused: a misplaced separator would otherwise scale the amount by 10, 100 or 1000.
+        refused: a misplaced separator would otherwise scale the amount by 10, 100 or 1000. For the
+        same reason, with no thousands separator in the profile, an ``amount`` written like one
+        thousands group (``11.900``, ``$ 1.000``, ``2,500`` under a decimal comma) is refused: it
+        means 11900 to a Colombian reader and 11.9 to a parser. Zeros past the second decimal are
+        dropped (``11900.0000`` from an ERP is 11900.00).
         """
         s = self._number_text(text)
         if not _NUMBER.fullmatch(s):
@@ -186,10 +204,19 @@ class TextParser:
                 f" and '{self.thousands}' for thousands" if self.thousands else " and no thousands separator"
             )
             raise BadValue(f"is not a number (expected digits with {sep}{extra})")
+        whole, _, frac = s.lstrip("+-").partition(".")
+        if amount and not self.thousands and len(frac) == 3 and 1 <= len(whole) <= 3 and whole[0] != "0":
+            other = "," if self.decimal == "." else "."
+            raise BadValue(
+                f"has 3 decimals but must have at most 2 decimal places; if it means {whole}{frac} "
+                f"('{self.decimal}' for thousands), set [read] decimal = \"{other}\" and "
+                f'thousands = "{self.decimal}" in the profile'
+            )
         try:
-            return Decimal(s)
+            value = Decimal(s)
         except InvalidOperation:  # pragma: no cover - the regex admits only valid numbers
             raise BadValue("is not a number") from None
+        return _cents(value) if len(frac) > 2 else value
 
     def integer(self, text: str) -> int:
         """A whole number (``3``, ``3.00``, ``3,00`` with a decimal comma)."""

@@ -138,6 +138,8 @@ def _read(
     read = profile.read if profile else None
     mappers: list[Mapper] = []
     file = path.name
+    broken: list[tuple[int, str, str | None]] = []
+    flat_mapper: Mapper | None = None
 
     def mapper(head: Table, items: Table | None = None, **kw: object) -> Mapper:
         return Mapper(
@@ -186,7 +188,9 @@ def _read(
             mappers.append(mapper(content.native, native=True, extras=content.extras))
         if content.flat is not None:
             _filter(file, [content.flat], profile, warnings)
-            mappers.append(mapper(content.flat))
+            flat_mapper = mapper(content.flat)
+            mappers.append(flat_mapper)
+        broken = content.broken
     else:
         raise input_error(
             path,
@@ -200,6 +204,8 @@ def _read(
         drafts.extend(found)
         errors.extend(loose)
         warnings.extend(m.warnings)
+    if broken:
+        errors.extend(_hold_back(file, broken, drafts, flat_mapper))
     planned, invalid = validate_drafts(drafts, lookups=lookups)
     errors.extend(invalid)
     errors.sort(key=lambda e: (e.sheet or "", e.row or 0))
@@ -212,3 +218,39 @@ def _read(
         errors=errors,
         warnings=warnings,
     )
+
+
+def _hold_back(
+    file: str, broken: list[tuple[int, str, str | None]], drafts: list[Draft], flat: Mapper | None
+) -> list[RowError]:
+    """Errors for JSON elements that are not objects; the invoices they may belong to are held back.
+
+    A native invoice is a whole object, so a broken neighbour harms nothing. A flat row may be a
+    line of an invoice spread over several rows: the invoice it names (its ``reference_code`` is
+    still legible in a broken JSON line), else the flat invoice just above it, is not issued
+    without it.
+    """
+    loose: list[RowError] = []
+    flat_drafts = [d for d in drafts if d.mapper is flat] if flat is not None else []
+    for number, message, reference in broken:
+        owner: Draft | None = None
+        if reference is not None:
+            owner = next((d for d in flat_drafts if d.reference_code == reference), None)
+        elif flat_drafts:
+            above = [d for d in flat_drafts if d.rows and min(d.rows) < number]
+            owner = max(above, key=lambda d: max(r for r in d.rows if r < number), default=None)
+        if owner is None:
+            loose.append(RowError(file, number, None, None, message))
+        else:
+            owner.errors.append(
+                RowError(
+                    file,
+                    number,
+                    None,
+                    None,
+                    f"{message}; invoice {owner.reference_code!r} is held back so that it is not "
+                    "issued without this row",
+                    reference_code=owner.reference_code,
+                )
+            )
+    return loose

@@ -228,6 +228,20 @@ def _item_checks(items: list[Any], operation: Any, lookups: Lookups) -> list[tup
                 add((("items", i, "scheme_id"), "is required when operation_type is 11 (mandates)"))
         elif scheme == "1" and not get("mandate"):
             add((("items", i, "mandate"), "is required when scheme_id is 1 (third-party income)"))
+        mandate = get("mandate")
+        if type(mandate) is dict:
+            doc, ident = mandate.get("identification_document_id"), mandate.get("identification")
+            if isinstance(ident, str) and ident and doc in DIGITS_ONLY_DOCUMENTS:
+                if not (ident.isascii() and ident.isdigit()):
+                    name = IDENTIFICATION_DOCUMENTS[doc][1]
+                    add((("items", i, "mandate", "identification"), f"must contain digits only for a {name}"))
+                elif doc == NIT_DOCUMENT_ID and len(ident) > MAX_NIT_DIGITS:
+                    add(
+                        (
+                            ("items", i, "mandate", "identification"),
+                            f"a NIT has at most {MAX_NIT_DIGITS} digits",
+                        )
+                    )
         rate = get("tax_rate")
         if type(rate) is Decimal:
             if get("is_excluded") == 1:
