@@ -101,6 +101,10 @@ class TestNative:
             ("payment_details", "payment_details is not a field of a Factus v1 invoice"),
             ("items[0].taxes", "items[0].taxes is not a field of a Factus v1 item"),
         }
+        assert {e.column: e.value for e in errors} == {
+            "payment_details": '[{"payment_form": "1"}]',
+            "items[0].taxes": '[{"code": "01", "rate": "19.00"}]',
+        }
 
     def test_withholdings_establishment_and_allowances(self, tmp_path: Path) -> None:
         """Withholdings, establishment and allowance charges pass through validated."""
@@ -140,6 +144,7 @@ class TestNative:
         messages = [(e.row, e.message) for e in errors]
         assert (2, "reference_code 'D-1' is already used by the invoice at row 1 of this file") in messages
         assert any(row == 3 and "'99' is not a withholding code" in m for row, m in messages)
+        assert [e.value for e in errors if "withholding code" in e.message] == ["99"]
 
     def test_missing_items_and_customer(self, tmp_path: Path) -> None:
         """An object without items or customer is an error, not a crash."""

@@ -322,6 +322,7 @@ class _Flat:
         self.values = [""] * len(NATIVE_HEADERS)
         self.labels: dict[int, str] = {}
         self.problems: dict[int, str] = {}
+        self.values_of_problems: dict[int, str] = {}
 
     def put(self, canonical: str, value: Any, label: str) -> None:
         i = _INDEX[canonical]
@@ -331,13 +332,31 @@ class _Flat:
         except BadValue as exc:
             self.problems[i] = f"{label} {exc}"
 
-    def problem(self, label: str, message: str) -> None:
+    def problem(self, label: str, message: str, value: Any = None) -> None:
         key = ROW_PROBLEM - sum(1 for k in self.problems if k < 0)
         self.problems[key] = f"{label} {message}"
         self.labels[key] = label
+        if value is not None:
+            self.values_of_problems[key] = _shown(value)
 
     def row(self, number: int, group: int) -> SourceRow:
-        return SourceRow(number, list(self.values), dict(self.problems) or None, group, dict(self.labels))
+        return SourceRow(
+            number,
+            list(self.values),
+            dict(self.problems) or None,
+            group,
+            dict(self.labels),
+            problem_values=dict(self.values_of_problems) or None,
+        )
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as an error shows it: scalars as text, objects and lists as (short) JSON."""
+    try:
+        return as_text(value)
+    except BadValue:
+        text = _json.dumps(value, ensure_ascii=False, default=str)
+        return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _flatten_native(obj: dict[str, Any], number: int, group: int) -> tuple[list[SourceRow], dict[str, Any]]:
@@ -352,18 +371,18 @@ def _flatten_native(obj: dict[str, Any], number: int, group: int) -> tuple[list[
             if value is None:
                 continue
             if not isinstance(value, dict):
-                head.problem(key, "must be an object")
+                head.problem(key, "must be an object", value)
                 continue
             for sub, subvalue in value.items():
                 name = f"{key}.{sub}"
                 if name in FIELDS and FIELDS[name].level == "invoice":
                     head.put(name, subvalue, name)
                 else:
-                    head.problem(name, "is not a field of a Factus v1 invoice")
+                    head.problem(name, "is not a field of a Factus v1 invoice", subvalue)
         elif key in FIELDS and FIELDS[key].level == "invoice":
             head.put(key, value, key)
         else:
-            head.problem(key, "is not a field of a Factus v1 invoice")
+            head.problem(key, "is not a field of a Factus v1 invoice", value)
     customer = obj.get("customer")
     if isinstance(customer, dict):
         for key, value in customer.items():
@@ -371,11 +390,11 @@ def _flatten_native(obj: dict[str, Any], number: int, group: int) -> tuple[list[
             if name in FIELDS:
                 head.put(name, value, name)
             else:
-                head.problem(name, "is not a field of a Factus v1 customer")
+                head.problem(name, "is not a field of a Factus v1 customer", value)
     elif customer is None:
         head.problem("customer", "is required")
     else:
-        head.problem("customer", "must be an object")
+        head.problem("customer", "must be an object", customer)
     items = obj.get("items")
     rows: list[SourceRow] = []
     if not isinstance(items, list) or not items:
@@ -386,9 +405,10 @@ def _flatten_native(obj: dict[str, Any], number: int, group: int) -> tuple[list[
         flat.values = list(head.values)
         flat.labels = dict(head.labels)
         flat.problems = dict(head.problems) if i == 0 else {}
+        flat.values_of_problems = dict(head.values_of_problems) if i == 0 else {}
         prefix = f"items[{i}]"
         if not isinstance(item, dict):
-            flat.problem(prefix, "must be an object")
+            flat.problem(prefix, "must be an object", item)
             rows.append(flat.row(number, group))
             continue
         for key, value in item.items():
@@ -402,13 +422,13 @@ def _flatten_native(obj: dict[str, Any], number: int, group: int) -> tuple[list[
                         if name in FIELDS:
                             flat.put(name, subvalue, f"{label}.{sub}")
                         else:
-                            flat.problem(f"{label}.{sub}", "is not a field of a Factus v1 mandate")
+                            flat.problem(f"{label}.{sub}", "is not a field of a Factus v1 mandate", subvalue)
                 elif value is not None:
-                    flat.problem(label, "must be an object")
+                    flat.problem(label, "must be an object", value)
             elif f"item.{key}" in FIELDS and not key.startswith(("withholding.", "mandate.")):
                 flat.put(f"item.{key}", value, label)
             else:
-                flat.problem(label, "is not a field of a Factus v1 item")
+                flat.problem(label, "is not a field of a Factus v1 item", value)
         rows.append(flat.row(number, group))
     return rows, extras
 
@@ -417,12 +437,12 @@ def _flatten_withholdings(flat: _Flat, value: Any, label: str) -> None:
     if value is None:
         return
     if not isinstance(value, list):
-        flat.problem(label, "must be a list")
+        flat.problem(label, "must be a list", value)
         return
     for j, tax in enumerate(value):
         where = f"{label}[{j}]"
         if not isinstance(tax, dict):
-            flat.problem(where, "must be an object")
+            flat.problem(where, "must be an object", tax)
             continue
         raw_code = tax.get("code", "")
         code = "" if isinstance(raw_code, bool) else str(raw_code).strip()
@@ -432,11 +452,12 @@ def _flatten_withholdings(flat: _Flat, value: Any, label: str) -> None:
             flat.problem(
                 f"{where}.code",
                 f"{code!r} is not a withholding code (allowed: {', '.join(sorted(WITHHOLDING_CODES))})",
+                raw_code,
             )
             continue
         name = f"item.withholding.{code}"
         if flat.values[_INDEX[name]]:
-            flat.problem(f"{where}.code", f"repeats withholding code {code}")
+            flat.problem(f"{where}.code", f"repeats withholding code {code}", raw_code)
             continue
         extra = set(tax) - {"code", "withholding_tax_rate", "rate"}
         if extra:

@@ -1022,7 +1022,8 @@ class Mapper:
                 continue  # a column the profile does not read: its #REF! or merge harms nothing
             if index <= ROW_PROBLEM:
                 label = row.labels.get(index) if row.labels else None
-                out.append(RowError(self.file, row.row, label, None, message, table.sheet))
+                value = row.problem_values.get(index) if row.problem_values else None
+                out.append(RowError(self.file, row.row, label, value, message, table.sheet))
             else:
                 out.append(self._error(table, row, index, message))
         return out

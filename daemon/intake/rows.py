@@ -79,6 +79,8 @@ class SourceRow:
     labels: dict[int, str] | None = None
     head_only: bool = False
     """Kept for its invoice's own columns only: a ``[filter]`` on an item column skipped its line."""
+    problem_values: dict[int, str] | None = None
+    """The offending value of a row-level problem (native JSON: the value of an unknown key)."""
 
 
 @dataclass(slots=True)
