@@ -505,6 +505,16 @@ class TestLookups:
         assert r.status_code == 404
         assert api.get("/v1/dian/acquirer").status_code == 422
 
+    def test_company_and_subscriptions(self, api: httpx.Client) -> None:
+        """§4.8 reads: the company and the sandbox subscription, which counts validated bills."""
+        assert api.get("/v1/company").json()["data"]["nit"]
+        assert api.post("/v1/bills/validate", json=minimal_bill("SUB-1")).status_code == 201
+        plans = api.get("/v1/subscriptions").json()["data"]
+        assert plans[0]["documents_consumed"] == 1 and plans[0]["documents_available"] == "Ilimitado"
+        current = api.get("/v1/subscriptions/current").json()["data"]
+        assert current["is_active"] is True and current["has_unlimited_quota"] is True
+        assert httpx.get(f"{api.base_url}/v1/subscriptions").status_code == 401  # no token
+
     def test_unknown_route_and_method(self, api: httpx.Client) -> None:
         """Unknown routes answer 404 JSON, a wrong method 405."""
         r = api.get("/v1/nothing-here")

@@ -842,3 +842,33 @@ def _company(_app: App, _request: Request, _params: dict[str, str]) -> Response:
         "updated_at": "2024-01-01T10:00:00.000000Z",
     }
     return json_response(200, {"status": "OK", "message": _OK, "data": data})
+
+
+def _subscriptions(app: App) -> list[dict[str, Any]]:
+    """The sandbox plan (contract §4.8): unlimited, documents consumed = bills issued so far."""
+    consumed = sum(1 for bill in app.state.bills if bill.status == 1)
+    return [
+        {
+            "name": "Plan Sandbox",
+            "supported_document_types": ["Factura electrónica de venta", "Nota crédito"],
+            "documents_quota": None,
+            "documents_consumed": consumed,
+            "documents_available": "Ilimitado",
+            "days_until_expiration": 365,
+            "activated_at": "2024-01-01 00:00:00",
+            "expires_at": None,
+            "has_expired": False,
+            "is_active": True,
+            "has_unlimited_quota": True,
+        }
+    ]
+
+
+@_route("GET", "/v1/subscriptions")
+def _subscription_list(app: App, _request: Request, _params: dict[str, str]) -> Response:
+    return json_response(200, {"status": "OK", "message": _OK, "data": _subscriptions(app)})
+
+
+@_route("GET", "/v1/subscriptions/current")
+def _subscription_current(app: App, _request: Request, _params: dict[str, str]) -> Response:
+    return json_response(200, {"status": "OK", "message": _OK, "data": _subscriptions(app)[0]})
