@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -15,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "daemon", "emulator", *args],
         cwd=ROOT,
@@ -64,3 +65,45 @@ def test_bad_option_is_a_config_error() -> None:
     _out, err = proc.communicate(timeout=15)
     assert proc.returncode == 2
     assert "fail_rate" in err and "Traceback" not in err
+
+
+def _municipality_ids(url: str) -> set[int]:
+    with httpx.Client(base_url=url, timeout=10) as http:
+        token = http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "password",
+                "client_id": "factus-emulator",
+                "client_secret": "factus-emulator-secret",
+                "username": "sandbox@factus.com.co",
+                "password": "sandbox2024%",
+            },
+        ).json()["access_token"]
+        rows = http.get("/v1/municipalities", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+    return {row["id"] for row in rows}
+
+
+def _serve_and_read(*args: str, env: dict[str, str] | None = None) -> set[int]:
+    proc = _start("--port", "0", *args, env=env)
+    try:
+        return _municipality_ids(_first_line(proc))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_full_tables_come_from_a_tables_folder(tmp_path: Path) -> None:
+    """--tables-dir (or $FACTUS_EMULATOR_TABLES) serves a full published table, ids by row order;
+    --builtin-tables keeps the built-in subset; a folder without any table is a usage error."""
+    rows = [
+        {"code": f"{i:05d}", "name": f"M{i}", "department": {"code": "01", "name": "D"}}
+        for i in range(1, 1123)
+    ]
+    (tmp_path / "municipalities.json").write_text(json.dumps({"municipalities": rows}), encoding="utf-8")
+    assert _serve_and_read("--tables-dir", str(tmp_path)) == set(range(1, 1123))
+    assert _serve_and_read(env={"FACTUS_EMULATOR_TABLES": str(tmp_path)}) == set(range(1, 1123))
+    builtin = _serve_and_read("--tables-dir", str(tmp_path), "--builtin-tables")
+    assert 980 in builtin and len(builtin) < 100
+    proc = _start("--port", "0", "--tables-dir", str(tmp_path / "nothing"))
+    _out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 2 and "none of municipalities.json" in err

@@ -7,6 +7,7 @@ flushed at once so a parent process can read it; SIGTERM and SIGINT stop it clea
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,51 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--municipalities-file", type=Path, default=None, help="full DIAN municipalities JSON")
     p.add_argument("--units-file", type=Path, default=None, help="full DIAN unit-measures JSON")
     p.add_argument("--countries-file", type=Path, default=None, help="full countries JSON")
+    p.add_argument(
+        "--tables-dir",
+        type=Path,
+        default=None,
+        help="folder with the full DIAN tables (municipalities.json, unit-measures.json, countries.json); "
+        f"default: ${TABLES_ENV}, else a shared/data folder beside this checkout when there is one",
+    )
+    p.add_argument(
+        "--builtin-tables", action="store_true", help="serve the built-in subset even when full tables exist"
+    )
     p.set_defaults(handler=_run)
 
 
+TABLES_ENV = "FACTUS_EMULATOR_TABLES"
+_TABLE_FILES = {
+    "municipalities": "municipalities.json",
+    "units": "unit-measures.json",
+    "countries": "countries.json",
+}
+
+
+def table_files(tables_dir: Path | None = None) -> dict[str, Path]:
+    """The full DIAN tables to serve: from ``tables_dir``, ``$FACTUS_EMULATOR_TABLES``, or the
+    ``shared/data`` folder that sits beside a source checkout (the published Factus tables, whose
+    row order gives the Factus ids: San Gil 980, unit 94 = 70, Colombia 46). Empty when none exists:
+    the built-in subset is served then.
+    """
+    if tables_dir is None:
+        env = os.environ.get(TABLES_ENV)
+        if env:
+            tables_dir = Path(env)
+        else:
+            beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+            if not beside.is_dir():
+                return {}
+            tables_dir = beside
+    return {name: tables_dir / file for name, file in _TABLE_FILES.items() if (tables_dir / file).is_file()}
+
+
 def _run(args: argparse.Namespace) -> int:
+    found = {} if args.builtin_tables else table_files(args.tables_dir)
+    if args.tables_dir is not None and not args.builtin_tables and not found:
+        raise ConfigError(
+            f"--tables-dir {args.tables_dir}: none of {', '.join(_TABLE_FILES.values())} is there"
+        )
     try:
         config = EmulatorConfig(
             host=args.host,
@@ -79,9 +121,9 @@ def _run(args: argparse.Namespace) -> int:
             client_secret=args.client_secret,
             username=args.username,
             password=args.password,
-            municipalities_file=args.municipalities_file,
-            units_file=args.units_file,
-            countries_file=args.countries_file,
+            municipalities_file=args.municipalities_file or found.get("municipalities"),
+            units_file=args.units_file or found.get("units"),
+            countries_file=args.countries_file or found.get("countries"),
         )
     except ValueError as exc:
         raise ConfigError(f"invalid emulator option: {exc}") from None

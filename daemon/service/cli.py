@@ -83,10 +83,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _with_emulator(settings: Settings) -> tuple[Settings, Any]:
+    from daemon.emulator.cli import table_files
     from daemon.emulator.config import EmulatorConfig
     from daemon.emulator.server import EmulatorServer
 
-    config = EmulatorConfig(port=0)
+    tables = table_files()  # the full DIAN tables when they are at hand, else the built-in subset
+    config = EmulatorConfig(
+        port=0,
+        municipalities_file=tables.get("municipalities"),
+        units_file=tables.get("units"),
+        countries_file=tables.get("countries"),
+    )
     server = EmulatorServer(config)
     server.start()
     factus = settings.factus.model_copy(
