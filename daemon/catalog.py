@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ __all__ = [
     "DOCUMENT_TYPES",
     "IDENTIFICATION_DOCUMENTS",
     "LEGAL_ORGANIZATIONS",
+    "MAX_AMOUNT",
+    "MAX_NIT_DIGITS",
+    "MAX_QUANTITY",
     "MUNICIPALITIES",
     "NIT_DOCUMENT_ID",
     "OPERATION_TYPES",
@@ -198,6 +202,13 @@ IDENTIFICATION_DOCUMENTS: dict[int, tuple[str, str]] = {
     11: ("91", "NUIP"),
 }
 NIT_DOCUMENT_ID = 6
+
+# Upper bounds that keep every amount (line = price × quantity, then sums) exact in Decimal
+# arithmetic; beyond them a value is a field error, like any other out-of-range value (the
+# emulator answers 422; intake reports the cell before anything is sent).
+MAX_QUANTITY = 999_999_999
+MAX_AMOUNT = Decimal("999999999999.99")
+MAX_NIT_DIGITS = 15
 
 # legal_organization_id -> (code, name)
 LEGAL_ORGANIZATIONS: dict[int, tuple[str, str]] = {1: ("1", "Persona Jurídica"), 2: ("2", "Persona Natural")}

@@ -197,7 +197,6 @@ class TestBroken:
             ("[1, 2]", "row 1: expected a JSON object"),
             ("{broken\n{also broken\n", "line 1"),
             ("[" * 5000 + "]" * 5000, "nests deeper"),
-            ('{"reference_code": ' + "9" * 5000 + "}", "is not valid JSON"),
         ],
     )
     def test_unreadable_json_is_one_input_error(self, tmp_path: Path, content: str, reason: str) -> None:
@@ -249,6 +248,42 @@ class TestBroken:
         assert [i.reference_code for i in result.invoices] == ["F-3"]
         assert [(e.row, e.reference_code) for e in result.errors] == [(3, "F-1"), (4, "F-2")]
         assert "held back" in result.errors[0].message
+
+    def test_huge_typed_numbers_are_cell_errors_never_expanded(self, tmp_path: Path) -> None:
+        """1e999999999 (46 bytes) or a 5,000-digit integer is an error at its cell, never written
+        out as a billion digits and never an interpreter message."""
+        flat = {
+            "reference_code": "H-1",
+            "customer.identification_document_id": "3",
+            "customer.identification": "1399991",
+            "customer.names": "Ana",
+            "item.code_reference": "A",
+            "item.name": "A",
+            "item.quantity": "1",
+            "item.price": "PLACEHOLDER",
+            "item.tax_rate": "19",
+        }
+        path = tmp_path / "bomb.json"
+        path.write_text(json.dumps([flat]).replace('"PLACEHOLDER"', "1e999999999"))
+        errors = read(path).errors
+        assert [(e.row, e.column) for e in errors if "magnitude" in e.message] == [(1, "item.price")]
+        doc = json.dumps(native("H-2")).replace('"quantity": 1', '"quantity": ' + "9" * 5000)
+        path.write_text(doc)
+        errors = read(path).errors
+        assert [e.column for e in errors] == ["items[0].quantity"]
+        assert "magnitude" in errors[0].message and "set_int_max_str_digits" not in errors[0].message
+
+    def test_a_key_named_twice_is_an_error_not_the_last_value(self, tmp_path: Path) -> None:
+        """{"item.price": "4200", "item.price": "1"} would silently become 1.00: the row is refused."""
+        path = tmp_path / "dup.json"
+        good = json.dumps(native("D-2"))
+        dup = json.dumps(native("D-1")).replace('"quantity": 1', '"quantity": 5, "quantity": 1')
+        path.write_text(f"[{dup}, {good}]")
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["D-2"]
+        assert [(e.row, e.message) for e in result.errors] == [
+            (1, "names 'quantity' more than once: which value is meant is unclear")
+        ]
 
     def test_invalid_utf8_is_refused(self, tmp_path: Path) -> None:
         """JSON must be UTF-8: other bytes are a clear error."""

@@ -440,6 +440,18 @@ class TestRules:
         assert '"price": 11900.00' in prices["Q-2"] and '"tax_rate": "19.00"' in prices["Q-2"]
         assert '"price": 0.50' in prices["Q-3"]
 
+    def test_amounts_beyond_what_factus_takes_are_cell_errors(self, tmp_path: Path) -> None:
+        """A 40-digit price or quantity is an error at its cell (Factus's bounds), never a crash."""
+        rows = [
+            line(reference_code="H-1", item__price="9" * 40),
+            line(reference_code="H-2", item__quantity="9" * 40),
+            line(reference_code="H-3", item__price="999999999999.99"),
+        ]
+        result = check(tmp_path, rows)
+        assert [i.reference_code for i in result.invoices] == ["H-3"]
+        assert [(e.row, e.column) for e in result.errors] == [(2, "item.price"), (3, "item.quantity")]
+        assert "at most 999999999999.99" in result.errors[0].message
+
     def test_reference_code_in_scientific_notation_is_refused(self, tmp_path: Path) -> None:
         """1.23457E+11 could be 123456789012 or 123456789013: every such row is an error, none merged."""
         rows = [

@@ -16,13 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 from daemon import catalog
+from daemon.catalog import MAX_AMOUNT, MAX_NIT_DIGITS, MAX_QUANTITY
 from daemon.emulator.calc import compute_bill
 from daemon.money import decimal_places, to_decimal
 
 __all__ = [
-    "MAX_AMOUNT",
-    "MAX_NIT_DIGITS",
-    "MAX_QUANTITY",
     "BillContext",
     "Errors",
     "summary_message",
@@ -94,11 +92,6 @@ _ATTRIBUTES = {
     "organization_department": "área",
     "claim_concept_code": "concepto de reclamo",
 }
-# Upper bounds that keep every amount (line = price × quantity, then sums) exact in Decimal
-# arithmetic; beyond them the request is a field error, like any other out-of-range value.
-MAX_QUANTITY = 999_999_999
-MAX_AMOUNT = Decimal("999999999999.99")
-MAX_NIT_DIGITS = 15
 _INT = re.compile(r"^[+-]?\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DIGITS = re.compile(r"^\d+$")

@@ -30,7 +30,48 @@ _INDEX = {name: i for i, name in enumerate(NATIVE_HEADERS)}
 _EXTRAS = ("allowance_charges", "related_documents")
 _INVOICE_OBJECTS = {"order_reference", "billing_period", "establishment"}
 _NATIVE_MARKERS = {"items", "customer"}
-_DECODER = _json.JSONDecoder(parse_float=Decimal)
+_MAX_INT_DIGITS = 30  # longer integers become Decimal: as_text() refuses them as cells, no int() limit
+
+
+class _Repeats(dict[str, Any]):
+    """A JSON object that names a key more than once (``json`` would silently keep the last value)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for key, _ in pairs:
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    out = _Repeats(obj)
+    out.repeated = tuple(repeated)
+    return out
+
+
+def _integer(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else Decimal(text)
+
+
+def _repeated_keys(value: Any) -> list[str]:
+    """Every key named twice in one object of ``value`` (nested objects included)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Repeats):
+            found.extend(item.repeated)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend(child for child in children if isinstance(child, dict | list))
+    return found
+
+
+_DECODER = _json.JSONDecoder(parse_float=Decimal, parse_int=_integer, object_pairs_hook=_object)
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -251,6 +292,18 @@ def _split(path: Path, objects: list[tuple[int, Any]], limits: Limits, decimal: 
         if not isinstance(obj, dict):
             got = "null" if obj is None else type(obj).__name__
             content.broken.append((number, f"expected a JSON object (an invoice or a row), got {got}", None))
+            continue
+        repeated = _repeated_keys(obj)
+        if repeated:
+            names = ", ".join(repr(k) for k in dict.fromkeys(repeated))
+            reference = obj.get("reference_code")
+            content.broken.append(
+                (
+                    number,
+                    f"names {names} more than once: which value is meant is unclear",
+                    reference if isinstance(reference, str) else None,
+                )
+            )
             continue
         items = obj.get("items")
         count += len(items) if isinstance(items, list) and items else 1

@@ -651,7 +651,7 @@ class Mapper:
                         converted[i] = MISSING
             if flagged:
                 for i, problems in flagged.items():
-                    if col.index in problems and converted[i] is not MISSING:
+                    if col.index in problems:  # blank or not: the reader's message says why
                         on_bad(i, col, _Bad("flagged by the reader"))
                         converted[i] = MISSING
             if values is None:

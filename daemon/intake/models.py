@@ -23,6 +23,8 @@ from daemon.catalog import (
     CUSTOMER_TRIBUTES,
     IDENTIFICATION_DOCUMENTS,
     LEGAL_ORGANIZATIONS,
+    MAX_AMOUNT,
+    MAX_QUANTITY,
     PAYMENT_METHODS,
     PRODUCT_TRIBUTES,
     STANDARD_CODES,
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-Money = Annotated[Decimal, Field(ge=0, decimal_places=2, allow_inf_nan=False)]
+Money = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, decimal_places=2, allow_inf_nan=False)]
 Percent = Annotated[Decimal, Field(ge=0, le=100, decimal_places=2, allow_inf_nan=False)]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
 if TYPE_CHECKING:
@@ -138,7 +140,7 @@ class Item(_Model):
 
     code_reference: Text
     name: Text
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=MAX_QUANTITY)
     discount_rate: Percent
     price: Money
     tax_rate: Percent

@@ -17,6 +17,7 @@ from daemon.intake.lookups import Lookups
 __all__ = ["BadValue", "TextParser", "as_text"]
 
 _CENT = Decimal("0.01")
+_MAX_MAGNITUDE = 40  # decimal digits either side of the point a typed number may have
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 _FLOATY_INT = re.compile(r"(\d+)\.0+", re.ASCII)
 _SCIENTIFIC = re.compile(r"[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+", re.ASCII)
@@ -60,6 +61,9 @@ def as_text(value: Any, decimal: str = ".") -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Decimal):
+        if value.is_finite() and value and not -_MAX_MAGNITUDE <= value.adjusted() <= _MAX_MAGNITUDE:
+            # 1e999999999 would be written out as a billion digits: no amount, id or rate is that big
+            raise BadValue(f"is a number of magnitude 1e{value.adjusted()}, far outside any amount or id")
         value = _cents(value)  # a typed 11.900 is unambiguous: 11.90
         text = format(value, "f")
         return text.replace(".", decimal) if decimal != "." else text

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daemon.catalog import IDENTIFICATION_DOCUMENTS, NIT_DOCUMENT_ID
+from daemon.catalog import IDENTIFICATION_DOCUMENTS, MAX_NIT_DIGITS, NIT_DOCUMENT_ID
 from daemon.intake.lookups import Lookups
 from daemon.intake.mapper import Draft
 from daemon.intake.models import Invoice, dumps_payload, to_payload
@@ -31,7 +31,6 @@ EMAIL = re.compile(
 )
 DIGITS_ONLY_DOCUMENTS = frozenset({1, 2, 3, 5, 6, 11})
 """Identification types whose numbers are digits only (RC, TI, CC, CE, NIT, NUIP)."""
-MAX_NIT_DIGITS = 15
 IVA_TRIBUTE_ID = 1
 
 
