@@ -19,6 +19,7 @@ import structlog
 __all__ = ["configure_logging", "redact", "register_secret"]
 
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|authorization|api[_-]?key)", re.I)
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")  # user:password@ in a URL
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
 _MASK = "***"
 _lock = threading.Lock()
@@ -39,6 +40,8 @@ def redact(text: str) -> str:
     for secret in known:
         if secret in text:
             text = text.replace(secret, _MASK)
+    if "@" in text:
+        text = _URL_USERINFO.sub(r"\1" + _MASK + "@", text)
     return _BEARER.sub(r"\1" + _MASK, text)
 
 

@@ -104,6 +104,10 @@ class SubmitSettings(_Section):
     concurrency: int = Field(4, ge=1, le=64)
     max_attempts: int = Field(5, ge=1)
     shutdown_timeout_s: float = 30.0
+    outage_after: int = Field(6, ge=1)
+    """Failures in a row with no answer from Factus after which invoices are left pending at once."""
+    outage_hold_s: float = Field(30.0, ge=0)
+    """How long after the latest such failure that lasts (then the scheduler tries again)."""
 
 
 class SchedulerSettings(_Section):

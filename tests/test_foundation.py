@@ -188,6 +188,12 @@ class TestRedaction:
         assert "very-secret-value-123" not in text
         assert "abc.def.ghi" not in text
 
+    def test_credentials_inside_a_url_are_masked(self) -> None:
+        """A base URL written http://user:password@host never shows its user-info; e-mails stay."""
+        text = redact("factus=http://probe:P4ssw0rd-UNIQ@127.0.0.1:8958/v1 to=ana@example.com")
+        assert "P4ssw0rd-UNIQ" not in text and "probe" not in text
+        assert "http://***@127.0.0.1:8958/v1" in text and "ana@example.com" in text
+
     def test_log_entries_are_redacted(self) -> None:
         """A log line never shows a registered secret, a secret-named key or an exception's secret."""
         register_secret("tok-0123456789")

@@ -111,7 +111,21 @@ def test_retry_reference_after_a_rejection(tmp_path: Path, emu: EmulatorServer, 
     assert [b["status"] for b in bills_by_reference(emu)["RR-1"]] == [1]
     with pytest.raises(SystemExit):
         main(["--config", str(config), "retry"])
-    assert main(["--config", str(config), "retry", "RR-2"]) == 1  # validated: never sent again
+    assert main(["--config", str(config), "retry", "RR-2"]) == 7  # validated: never sent again
+    assert main(["--config", str(config), "retry", "NOPE-1"]) == 6  # not in the ledger
+
+
+def test_retry_of_an_invalid_invoice_says_to_fix_the_file(
+    tmp_path: Path, emu: EmulatorServer, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid invoice was never sent: ``retry REF`` says which file and rows to correct."""
+    config = config_toml(tmp_path)
+    write_invoices(tmp_path / "inbox" / "a.csv", ["IV-1", "IV-2"], price="12,5,0")
+    assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 1
+    capsys.readouterr()
+    assert main(["--config", str(config), "retry", "IV-2"]) == 1
+    err = capsys.readouterr().err
+    assert "IV-2 was invalid in a.csv (rows 3)" in err and "drop the file again" in err
 
 
 def test_retry_pending_after_an_outage(

@@ -23,6 +23,7 @@ from service_support import (
 )
 
 from daemon.emulator import EmulatorConfig, EmulatorServer
+from daemon.service.ledger import SqliteLedger
 from daemon.service.runner import Daemon
 
 
@@ -93,15 +94,34 @@ def test_rejected_invoice_does_not_block_its_file(tmp_path: Path, demu: Emulator
 def test_input_errors_are_located_and_the_rest_goes_on(tmp_path: Path, demu: EmulatorServer) -> None:
     """A row with a wrong NIT check digit is reported invalid at its row and column; the rest validates."""
     rows = invoice_rows("G-1") + invoice_rows("G-2", person=False, nit_dv="1") + invoice_rows("G-3")
+    g4 = invoice_rows("G-4", items=3)
+    g4[1]["item.price"] = "12,5,0"  # only the middle line is broken; none of the three is issued
+    rows += g4
     (tmp_path / "inbox").mkdir(parents=True)
     (tmp_path / "inbox" / "mixed.csv").write_text(csv_text(rows), encoding="utf-8")
     assert Daemon(settings_for(tmp_path, demu)).run_once() == 1
     _once_validated(demu, ["G-1", "G-3"])
-    assert "G-2" not in bills_by_reference(demu)
+    assert "G-2" not in bills_by_reference(demu) and "G-4" not in bills_by_reference(demu)
     (report,) = reports(tmp_path / "outbox")
-    bad = [i for i in report["invoices"] if i["status"] == "invalid"]
-    assert len(bad) == 1 and bad[0]["rows"] == [3]
-    assert bad[0]["errors"][0]["row"] == 3 and "dv" in bad[0]["errors"][0]["column"]
+    bad = {i["reference_code"]: i for i in report["invoices"] if i["status"] == "invalid"}
+    assert bad["G-2"]["rows"] == [3]
+    assert bad["G-2"]["errors"][0]["row"] == 3 and "dv" in bad["G-2"]["errors"][0]["column"]
+    assert bad["G-4"]["rows"] == [5, 6, 7]
+    assert [e["row"] for e in bad["G-4"]["errors"]] == [6]
+
+
+def test_a_copy_of_an_unreadable_file_is_read_on_its_own(tmp_path: Path, demu: EmulatorServer) -> None:
+    """A CSV saved as a.json fails; the same bytes dropped as b.csv are read as CSV, not failed with
+    a.json's reason."""
+    text = csv_text(invoice_rows("CP-1"))
+    (tmp_path / "inbox").mkdir(parents=True)
+    (tmp_path / "inbox" / "a.json").write_text(text, encoding="utf-8")
+    (tmp_path / "inbox" / "b.csv").write_text(text, encoding="utf-8")
+    assert Daemon(settings_for(tmp_path, demu)).run_once() == 1  # a.json failed
+    _once_validated(demu, ["CP-1"])
+    reasons = [json.loads(p.read_text()) for p in (tmp_path / "outbox" / "failed").rglob("*.reason.json")]
+    assert [r["file"] for r in reasons] == ["a.json"]
+    assert "JSON" in reasons[0]["reason"]
 
 
 def test_duplicates_are_never_resubmitted(tmp_path: Path, demu: EmulatorServer) -> None:
@@ -274,6 +294,31 @@ def test_unreachable_factus_leaves_work_pending(tmp_path: Path, demu: EmulatorSe
     _once_validated(demu, ["U-1", "U-2"])
     (report,) = reports(tmp_path / "outbox")
     assert report["summary"]["validated"] == 2 and report["finished_at"]
+
+
+def test_a_factus_that_is_down_is_not_retried_invoice_by_invoice(
+    tmp_path: Path, demu: EmulatorServer
+) -> None:
+    """40 invoices, Factus refusing connections: after a few failures in a row the rest are left
+    pending at once (exit 3), instead of 40 × max_attempts tries; a later run validates them all."""
+    refs = [f"DOWN-{n}" for n in range(40)]
+    write_invoices(tmp_path / "inbox" / "d.csv", refs)
+    down = settings_for(
+        tmp_path, base_url=f"http://127.0.0.1:{_free_port()}", submit={"max_attempts": 5, "outage_after": 4}
+    )
+    daemon = Daemon(down)
+    assert daemon.run_once() == 3
+    ledger = SqliteLedger(tmp_path / "var" / "ledger.sqlite3")
+    try:
+        invoices = [ledger.invoice(ref) for ref in refs]
+    finally:
+        ledger.close()
+    assert all(inv is not None and inv.state == "pending" for inv in invoices)
+    tries = sum(inv.attempts for inv in invoices if inv is not None)
+    assert tries <= 4 + 4 * 2, tries  # the failures that opened the breaker, plus those in flight
+    assert any("Factus unreachable" in (inv.message or "") for inv in invoices if inv is not None)
+    assert Daemon(settings_for(tmp_path, demu)).run_once() == 0
+    _once_validated(demu, refs)
 
 
 def test_refused_credentials_pause_without_failing(tmp_path: Path, demu: EmulatorServer) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import structlog
 
-from daemon.errors import ApiValidationError, AuthError, ConfigError, FactusError
+from daemon.errors import ApiValidationError, AuthError, ConfigError, FactusError, TransientError
 from daemon.factus import _wire
 from daemon.factus.models import TokenInfo
 from daemon.factus.ratelimit import PRIORITY_VALIDATE, RateLimiter
@@ -108,6 +108,11 @@ class TokenManager:
         """Password grants performed by this manager (observability and tests)."""
         self.refreshes = 0
         """Successful refresh grants performed by this manager."""
+        self._down: tuple[float, TransientError] | None = None
+        """When (monotonic) and how the last grant failed for a transient reason, until one succeeds."""
+        self.down_hold_s = max(1.0, min(10.0, settings.backoff_max_s))
+        """How long such a failure answers for Factus: callers meanwhile fail at once, so a batch
+        does not spend a full retry cycle per invoice discovering, one by one, that Factus is down."""
         register_secret(settings.client_secret.get_secret_value())
         register_secret(settings.password.get_secret_value())
         with contextlib.suppress(Exception):
@@ -183,7 +188,12 @@ class TokenManager:
             return token
 
     def ensure_fresh(self) -> TokenInfo:
-        """Return a token valid beyond the margin, renewing it once for all concurrent callers."""
+        """Return a token valid beyond the margin, renewing it once for all concurrent callers.
+
+        Raises:
+            TransientError: Factus unreachable; for ``down_hold_s`` after a grant failed that way,
+                at once, without a new grant.
+        """
         token = self._token
         if token is not None and self.is_fresh(token):
             return token
@@ -197,7 +207,8 @@ class TokenManager:
                 return cached
             if cached is not None and (token is None or cached.expires_at > token.expires_at):
                 self._token = cached
-            return self.refresh() if self._token is not None else self.login()
+            self._raise_if_down()
+            return self._renew(self.refresh if self._token is not None else self.login)
 
     def reauthenticate(self, rejected_access_token: str | None) -> TokenInfo:
         """Renew after Factus answered 401 to ``rejected_access_token``.
@@ -209,7 +220,31 @@ class TokenManager:
             current = self._token
             if current is not None and current.access_token != rejected_access_token and self.is_fresh():
                 return current
-            return self.refresh()
+            self._raise_if_down()
+            return self._renew(self.refresh)
+
+    def _raise_if_down(self) -> None:
+        down = self._down
+        if down is None:
+            return
+        age = time.monotonic() - down[0]
+        if age < self.down_hold_s:
+            error = down[1]
+            raise TransientError(
+                f"{error.message} (seen {age:.1f} s ago; the next sign-in is tried in "
+                f"{self.down_hold_s - age:.1f} s)",
+                status_code=error.status_code,
+                request_sent=False,
+            )
+
+    def _renew(self, grant: Callable[[], TokenInfo]) -> TokenInfo:
+        try:
+            token = grant()
+        except TransientError as exc:
+            self._down = (time.monotonic(), exc)
+            raise
+        self._down = None
+        return token
 
     def forget(self) -> None:
         """Drop the in-memory token (the next call renews it; the cache file is left alone)."""

@@ -206,7 +206,7 @@ def _read(
         warnings.extend(m.warnings)
     if broken:
         errors.extend(_hold_back(file, broken, drafts, flat_mapper))
-    planned, invalid = validate_drafts(drafts, lookups=lookups)
+    planned, invalid, invalid_rows = validate_drafts(drafts, lookups=lookups)
     errors.extend(invalid)
     errors.sort(key=lambda e: (e.sheet or "", e.row or 0))
     if not drafts and not errors:
@@ -217,6 +217,7 @@ def _read(
         invoices=planned,
         errors=errors,
         warnings=warnings,
+        invalid_rows=invalid_rows,
     )
 
 

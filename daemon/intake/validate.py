@@ -64,6 +64,8 @@ class IntakeResult:
     invoices: list[PlannedInvoice] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    invalid_rows: dict[str, list[int]] = field(default_factory=dict)
+    """Every row of each invoice that is not issued, by reference code."""
 
     @property
     def ok(self) -> bool:
@@ -302,10 +304,14 @@ def _covered(loc: tuple[Any, ...], reported: set[tuple[Any, ...]]) -> bool:
     return any(loc[:n] in reported for n in range(1, len(loc) + 1))
 
 
-def validate_drafts(drafts: list[Draft], *, lookups: Lookups) -> tuple[list[PlannedInvoice], list[RowError]]:
-    """Validate every draft; return the planned invoices and all errors, in file order."""
+def validate_drafts(
+    drafts: list[Draft], *, lookups: Lookups
+) -> tuple[list[PlannedInvoice], list[RowError], dict[str, list[int]]]:
+    """Validate every draft; return the planned invoices, all errors in file order, and the rows
+    of each invoice that is not issued (by reference code: every line, not only the broken ones)."""
     planned: list[PlannedInvoice] = []
     errors: list[RowError] = []
+    held_rows: dict[str, list[int]] = {}
     seen: dict[str, int | None] = {}
     validate = Invoice.model_validate
     for draft in drafts:
@@ -342,6 +348,8 @@ def validate_drafts(drafts: list[Draft], *, lookups: Lookups) -> tuple[list[Plan
                 seen[ref] = draft.mapper.head_table.rows[draft.head_rows[0]].row if draft.head_rows else None
         if problems or model is None:
             errors.extend(replace(e, reference_code=ref or None) for e in problems)
+            if ref:
+                held_rows[ref] = sorted({*held_rows.get(ref, ()), *draft.rows})
             continue
         customer = model.customer
         if customer.identification_document_id == NIT_DOCUMENT_ID:
@@ -350,7 +358,7 @@ def validate_drafts(drafts: list[Draft], *, lookups: Lookups) -> tuple[list[Plan
         else:
             customer.dv = None
         planned.append(PlannedInvoice(ref, draft.rows, to_payload(model)))
-    return planned, errors
+    return planned, errors, held_rows
 
 
 def _row_error(draft: Draft, loc: tuple[Any, ...], text: str) -> RowError:

@@ -51,6 +51,7 @@ __all__ = [
     "InvoiceRow",
     "NewEntry",
     "NewInvoice",
+    "RetryRefusedError",
     "SqliteLedger",
     "dumps_exact",
     "loads_exact",
@@ -167,6 +168,14 @@ def dumps_exact(value: Any) -> str:
 def loads_exact(text: str) -> Any:
     """Parse JSON keeping non-integral numbers as Decimal."""
     return json.loads(text, parse_float=Decimal)
+
+
+class RetryRefusedError(LedgerError):
+    """``retry REF`` cannot put this invoice back in line; ``exit_code`` says why (see the CLI)."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,6 +605,12 @@ class SqliteLedger:
             db.execute("DELETE FROM files WHERE id = ?", (file_id,))
         return waiting
 
+    def detach_duplicate(self, file_id: int) -> None:
+        """Read this file on its own after all: the file with its content could not be read (the
+        reason may lie in its name: a CSV saved as ``.json`` and dropped again as ``.csv``)."""
+        with self.transaction() as db:
+            db.execute("UPDATE files SET duplicate_of = NULL WHERE id = ?", (file_id,))
+
     def batch_dir_taken(self, batch_dir: str) -> bool:
         """True when another file already uses this batch folder."""
         return bool(self._query("SELECT 1 FROM files WHERE batch_dir = ?", (batch_dir,)))
@@ -893,16 +908,32 @@ class SqliteLedger:
         """``retry REF``: put a pending, rejected or invalid invoice back to ``planned``, due now.
 
         Raises:
-            LedgerError: unknown reference code, or the invoice is validated.
+            RetryRefusedError: unknown reference code (exit 6), invalid in its file (1: the file
+                must be corrected), or already validated (7).
         """
         with self.transaction() as db:
             row = db.execute("SELECT * FROM invoices WHERE reference_code = ?", (reference_code,)).fetchone()
             if row is None:
-                raise LedgerError(f"no invoice with reference_code {reference_code!r} in the ledger")
+                entry = db.execute(
+                    "SELECT f.name, e.rows FROM entries e JOIN files f ON f.id = e.file_id "
+                    "WHERE e.reference_code = ? AND e.status = 'invalid' ORDER BY e.file_id DESC LIMIT 1",
+                    (reference_code,),
+                ).fetchone()
+                if entry is not None:
+                    raise RetryRefusedError(
+                        f"invoice {reference_code} was invalid in {entry['name']} (rows "
+                        f"{', '.join(map(str, _loads(entry['rows']))) or '?'}), so nothing was sent: correct "
+                        "those rows and drop the file again",
+                        exit_code=1,
+                    )
+                raise RetryRefusedError(
+                    f"no invoice with reference_code {reference_code!r} in the ledger", exit_code=6
+                )
             if row["state"] == "validated":
-                raise LedgerError(
+                raise RetryRefusedError(
                     f"invoice {reference_code} is already validated as {row['number']}; "
-                    "it is never sent again"
+                    "it is never sent again",
+                    exit_code=7,
                 )
             if row["state"] in ("rejected", "invalid"):
                 # sent_hash cleared: a rejected bill still at Factus is then stale, deleted, and resent.

@@ -274,9 +274,8 @@ class Pipeline:
             except LedgerError:  # put back into the inbox unread: this copy is read on its own
                 return self.ledger.file(file.id)
             if original.state in ("failing", "failed"):
-                return self._fail(
-                    file, f"same content as {original.name}, which could not be read: {original.reason}"
-                )
+                self.ledger.detach_duplicate(file.id)
+                return self._read(self.ledger.file(file.id))
             if original.state == "claimed" or (original.state == "returning" and original.read_at is None):
                 return self.ledger.file(file.id)  # read once the original is read
             self.ledger.record_duplicate_file(file.id, original.id)

@@ -234,6 +234,8 @@ class Daemon:
             backoff_max_s=s.factus.backoff_max_s,
             in_doubt_grace_s=in_doubt_grace_s(s),
             retry_pending_s=s.scheduler.retry_pending_s,
+            outage_after=s.submit.outage_after,
+            outage_hold_s=s.submit.outage_hold_s,
         )
         self.submitter = Submitter(self.ledger, self._client, outbox, policy, on_done=self._invoice_done)
         reader = self._reader

@@ -67,8 +67,9 @@ def outcome_from_intake(result: Any) -> IntakeOutcome:
         if isinstance(row, int):
             group[1].add(row)
         group[2].append(item)
+    every_row: dict[str, list[int]] = getattr(result, "invalid_rows", None) or {}
     invalid = [
-        NewEntry(reference_code=ref, rows=sorted(rows), errors=errors)
+        NewEntry(reference_code=ref, rows=sorted(rows.union(every_row.get(ref or "", ()))), errors=errors)
         for ref, rows, errors in groups.values()
     ]
     warnings = [str(w) for w in _iter(getattr(result, "warnings", []))]

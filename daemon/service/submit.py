@@ -108,6 +108,11 @@ class SubmitPolicy:
         in_doubt_grace_s: a create with no readable answer is not resent before this long after it
             was sent, even when the bill is not found: the server may still be processing it.
         retry_pending_s: when a pending invoice becomes due again.
+        outage_after, outage_hold_s: after this many failures in a row with no answer from Factus
+            (connection refused, time-outs), every invoice about to be tried is left ``pending``
+            at once for ``outage_hold_s`` after the latest one, instead of each spending its own
+            retries: ``run --once`` exits 3 promptly and a watching daemon stops hammering a
+            Factus that is down (the scheduler tries again).
     """
 
     concurrency: int = 4
@@ -116,6 +121,8 @@ class SubmitPolicy:
     backoff_max_s: float = 30.0
     in_doubt_grace_s: float = 120.0
     retry_pending_s: float = 60.0
+    outage_after: int = 6
+    outage_hold_s: float = 30.0
 
 
 def has_rejection(bill: Mapping[str, Any]) -> bool:
@@ -230,8 +237,9 @@ class Submitter:
         self.auth_ok = threading.Event()
         self.auth_ok.set()
         self.auth_error: str | None = None
-        self.unreachable = False
-        """True after a transient failure, until the next successful exchange."""
+        self._outage_streak = 0  # failures in a row with no answer from Factus
+        self._outage_last = 0.0  # monotonic time of the latest one
+        self._outage_error = ""
         self._deferred: list[tuple[float, int, str]] = []  # (monotonic due time, seq, reference)
         self._carry: dict[str, tuple[int, int]] = {}  # attempts used and free waits of a deferred one
         self._seq = itertools.count()
@@ -303,6 +311,39 @@ class Submitter:
         self.auth_ok.set()
         _log.info("submission_resumed")
         return True
+
+    def _failed(self, exc: TransientError) -> None:
+        """Note a transient failure; one without any answer from Factus counts toward an outage."""
+        if exc.status_code is not None:
+            return
+        with self._lock:
+            self._outage_streak += 1
+            self._outage_last = time.monotonic()
+            self._outage_error = redact(str(exc))
+            if self._outage_streak == self.policy.outage_after:
+                _log.warning(
+                    "factus_unreachable",
+                    failures=self._outage_streak,
+                    error=self._outage_error,
+                    hold_s=self.policy.outage_hold_s,
+                )
+
+    def _answered(self) -> None:
+        """Note a successful exchange with Factus: any outage is over."""
+        if self._outage_streak:
+            with self._lock:
+                if self._outage_streak >= self.policy.outage_after:
+                    _log.info("factus_reachable_again")
+                self._outage_streak = 0
+
+    def outage(self) -> str | None:
+        """Why invoices are being left pending now (Factus down), or None."""
+        with self._lock:
+            if self._outage_streak < self.policy.outage_after:
+                return None
+            if time.monotonic() - self._outage_last >= self.policy.outage_hold_s:
+                return None
+            return f"Factus unreachable ({self._outage_error}); the scheduler tries again"
 
     def _finish(self, ref: str, *, notify: bool = True) -> None:
         # Notify first: whoever waits for "idle" then also sees the follow-up work it triggers.
@@ -410,6 +451,10 @@ class Submitter:
             if not self.auth_ok.is_set():
                 self._park(ref, "auth", message=self.auth_error)
                 return False
+            down = self.outage()
+            if down is not None:
+                self._park(ref, "unreachable", message=down)
+                return False
             with self._ref_lock(ref):
                 inv = self.ledger.invoice(ref)
                 if inv is None:
@@ -481,14 +526,14 @@ class Submitter:
             try:
                 bill = self.client.find_bill(ref)
             except TransientError as exc:
-                self.unreachable = True
+                self._failed(exc)
                 self._note(ref, "lost" if self._in_doubt(inv) else inv.last_outcome, str(exc))
                 return "retry", exc.retry_after_s or self._backoff(inv.attempts)
             except (AuthError, ConfigError) as exc:
                 self.pause_for_auth(str(exc))
                 self._park(ref, "auth", message=str(exc))
                 return "stop", 0.0
-            self.unreachable = False
+            self._answered()
             if bill is not None:
                 status = _status(bill)
                 if status == 1:
@@ -531,7 +576,7 @@ class Submitter:
                 outcome = self.client.create_bill(inv.payload)
             except TransientError as exc:
                 crash.reach("after_send")
-                self.unreachable = True
+                self._failed(exc)
                 kind = self._transient_kind(exc)
                 self.ledger.update_invoice(ref, state="pending", last_outcome=kind, message=redact(str(exc)))
                 _log.warning("invoice_send_failed", reference_code=ref, outcome=kind, error=redact(str(exc)))
@@ -551,7 +596,7 @@ class Submitter:
                 _log.error("invoice_send_refused", reference_code=ref, error=redact(str(exc)))
                 return "retry", self._backoff(inv.attempts)
             crash.reach("after_send")
-            self.unreachable = False
+            self._answered()
         finally:
             self._gate.release()
         elapsed_ms = round((time.perf_counter() - started) * 1000)
@@ -683,7 +728,7 @@ class Submitter:
         try:
             data = self.client.show_bill(number)
         except TransientError as exc:
-            self.unreachable = True
+            self._failed(exc)
             return "retry", exc.retry_after_s or self._backoff(inv.attempts)
         except FactusError as exc:
             _log.warning("invoice_show_failed", reference_code=ref, number=number, error=redact(str(exc)))
@@ -725,7 +770,7 @@ class Submitter:
         except NotFoundError:
             pass
         except TransientError as exc:
-            self.unreachable = True
+            self._failed(exc)
             _log.warning("hidden_bill_delete_failed", reference_code=ref, error=redact(str(exc)))
             return False
         except FactusError as exc:
@@ -854,7 +899,7 @@ class Submitter:
                     )
                     break
                 except TransientError as exc:
-                    self.unreachable = True
+                    self._failed(exc)
                     if self.stop_event.wait(exc.retry_after_s or self._backoff(attempt)):
                         return False
                 except AuthError as exc:
