@@ -43,6 +43,17 @@ def _untouched(emu: EmulatorServer, range_current: int) -> None:
     assert state["numbering_ranges"]["8"] == range_current
 
 
+def charge(*, surcharge: bool, base: str, amount: str) -> dict[str, Any]:
+    """A document-level allowance charge (concept 03)."""
+    return {
+        "concept_type": "03",
+        "is_surcharge": surcharge,
+        "reason": "r",
+        "base_amount": base,
+        "amount": amount,
+    }
+
+
 class TestNitLength:
     @pytest.mark.parametrize("dv", [3, None])
     def test_nit_longer_than_check_digit_weights_is_a_field_error(
@@ -124,15 +135,7 @@ class TestHugeAmounts:
     def test_allowance_amount_bounds(self, api: httpx.Client) -> None:
         """Document surcharges/discounts have the same upper bound as prices."""
         payload = minimal_bill("HUGE-AC")
-        payload["allowance_charges"] = [
-            {
-                "concept_type": "03",
-                "is_surcharge": True,
-                "reason": "x",
-                "base_amount": "1e30",
-                "amount": "1e30",
-            }
-        ]
+        payload["allowance_charges"] = [charge(surcharge=True, base="1e30", amount="1e30")]
         r = api.post("/v1/bills/validate", json=payload)
         assert r.status_code == 422
         errors = r.json()["data"]["errors"]
@@ -304,15 +307,7 @@ class TestContractArithmetic:
     def test_discounts_beyond_the_invoice_total_are_refused(self, api: httpx.Client) -> None:
         """A document discount larger than the invoice would make a negative total: 422, nothing stored."""
         payload = minimal_bill("NEG-TOTAL")
-        payload["allowance_charges"] = [
-            {
-                "concept_type": "03",
-                "is_surcharge": False,
-                "reason": "r",
-                "base_amount": "11900",
-                "amount": "20000.00",
-            }
-        ]
+        payload["allowance_charges"] = [charge(surcharge=False, base="11900", amount="20000.00")]
         r = api.post("/v1/bills/validate", json=payload)
         assert r.status_code == 422, r.text
         assert "allowance_charges" in r.json()["data"]["errors"]

@@ -33,6 +33,23 @@ def native(ref: str = "J-1", **changes: Any) -> dict[str, Any]:
     return doc
 
 
+def flat_row(ref: str, **changes: str) -> dict[str, str]:
+    """A valid flat canonical row (a JSON Lines or list element) with some keys changed."""
+    row = {
+        "reference_code": ref,
+        "customer.identification_document_id": "3",
+        "customer.identification": "1399991",
+        "customer.names": "Ana",
+        "item.code_reference": "A",
+        "item.name": "A",
+        "item.quantity": "1",
+        "item.price": "100",
+        "item.tax_rate": "19",
+    }
+    row.update(changes)
+    return row
+
+
 def read(path: Path) -> IntakeResult:
     """read_invoices with default settings and the built-in lookups."""
     return read_invoices(path, settings=Settings(), lookups=Lookups.builtin())
@@ -225,25 +242,9 @@ class TestBroken:
         """Flat rows may spread one invoice over lines: a broken line naming F-1, or following F-2's
         rows, keeps that invoice from being issued without it; F-3 is unaffected."""
 
-        def row(ref: str) -> str:
-            return json.dumps(
-                {
-                    "reference_code": ref,
-                    "customer.identification_document_id": "3",
-                    "customer.identification": "1399991",
-                    "customer.names": "Ana",
-                    "item.code_reference": "A",
-                    "item.name": "A",
-                    "item.quantity": "1",
-                    "item.price": "100",
-                    "item.tax_rate": "19",
-                }
-            )
-
+        rows = [json.dumps(flat_row(ref)) for ref in ("F-1", "F-2", "F-3")]
         path = tmp_path / "flat.jsonl"
-        path.write_text(
-            "\n".join([row("F-1"), row("F-2"), '{"reference_code": "F-1", oops', "{oops", row("F-3")])
-        )
+        path.write_text("\n".join([*rows[:2], '{"reference_code": "F-1", oops', "{oops", rows[2]]))
         result = read(path)
         assert [i.reference_code for i in result.invoices] == ["F-3"]
         assert [(e.row, e.reference_code) for e in result.errors] == [(3, "F-1"), (4, "F-2")]
@@ -252,17 +253,7 @@ class TestBroken:
     def test_huge_typed_numbers_are_cell_errors_never_expanded(self, tmp_path: Path) -> None:
         """1e999999999 (46 bytes) or a 5,000-digit integer is an error at its cell, never written
         out as a billion digits and never an interpreter message."""
-        flat = {
-            "reference_code": "H-1",
-            "customer.identification_document_id": "3",
-            "customer.identification": "1399991",
-            "customer.names": "Ana",
-            "item.code_reference": "A",
-            "item.name": "A",
-            "item.quantity": "1",
-            "item.price": "PLACEHOLDER",
-            "item.tax_rate": "19",
-        }
+        flat = flat_row("H-1", **{"item.price": "PLACEHOLDER"})
         path = tmp_path / "bomb.json"
         path.write_text(json.dumps([flat]).replace('"PLACEHOLDER"', "1e999999999"))
         errors = read(path).errors
