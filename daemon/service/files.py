@@ -115,6 +115,27 @@ def _move(src: Path, dst: Path) -> None:
     fsync_dir(src.parent)
 
 
+def _own_copy(path: Path) -> None:
+    """Give a claimed file an inode of its own when it is a hard link to a file elsewhere.
+
+    The claim is a rename, which keeps the inode: the archived copy of a hard-linked file would
+    otherwise change whenever the file at its other name is edited. Nothing is deleted: the other
+    name keeps its data; only our directory entry now points at a private copy.
+    """
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink <= 1:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    shutil.copy2(path, tmp)
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 class FileStore:
     """The inbox, its ``.processing/`` folder, the archive and the failed folder.
 
@@ -160,6 +181,7 @@ class FileStore:
             return None
         fsync_dir(target.parent)
         fsync_dir(path.parent)
+        _own_copy(target)
         return Claimed(
             path=target,
             original=Path(utf8_safe(str(path))),
@@ -186,6 +208,7 @@ class FileStore:
                         continue
                     os.rename(entry, fixed)
                     entry, rel = fixed, fixed.relative_to(token_dir)
+                _own_copy(entry)  # a crash between the claim and its private copy
                 yield Claimed(
                     path=entry,
                     original=Path(utf8_safe(str(self.inbox / rel))),
