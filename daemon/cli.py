@@ -12,6 +12,9 @@ Exit codes: 0 ok · 1 failure (invalid/rejected input) · 2 usage or configurati
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,7 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", type=Path, default=None, help="TOML settings file (default config/factus-daemon.toml)"
     )
-    parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="debug, info, warning, error",
+    )
     parser.add_argument(
         "--log-json", action="store_true", default=None, help="JSON log lines even on a terminal"
     )
@@ -72,3 +81,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 0
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRORS:
+            raise
+        _quiet_stdout()
+        print(f"factus-daemon: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+# Output that cannot be written (a full disk, a closed pipe): one line, never a traceback.
+_OUTPUT_ERRORS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EDQUOT, errno.EIO})
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 
 __all__ = ["TMP_SUFFIX", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "safe_name"]
@@ -61,9 +62,15 @@ def safe_name(raw: str, *, default: str = "unnamed", max_len: int = 120) -> str:
 
     Separators, ``..``, control characters and reserved device names can never escape the folder.
     """
-    name = _UNSAFE.sub("_", raw).strip("._")
+    # accents become their base letter (ñandú -> nandu) rather than a gap
+    plain = "".join(c for c in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(c))
+    name = _UNSAFE.sub("_", plain).strip("._-")  # no dot file, no name a shell reads as an option
     if not name:
         name = default
     if name.split(".")[0].upper() in _RESERVED:
         name = f"_{name}"
-    return name[:max_len]
+    if len(name) > max_len:  # shortened, the extension is kept: it says what the file is
+        stem, dot, ext = name.rpartition(".")
+        keep = f".{ext}" if dot and stem and 0 < len(ext) <= 10 else ""
+        name = name[: max_len - len(keep)].rstrip("._-") + keep
+    return name

@@ -294,6 +294,44 @@ class TestLookup:
         for entry in token["entries"].values():
             assert entry["access_token"] not in proc.stdout + proc.stderr
 
+    def test_a_closed_pipe_or_a_bad_log_level_never_prints_a_traceback(
+        self, env: dict[str, str], tmp_path: Path, emu: EmulatorServer
+    ) -> None:
+        """`... | head -1` ends quietly; `--log-level loud` is a usage error; credentials written into
+        FACTUS_BASE_URL are never echoed."""
+        child_env = {k: v for k, v in os.environ.items() if k not in FACTUS_VARS}
+        child_env.update(env, PYTHONPATH=str(REPO))
+        command = [sys.executable, "-m", "daemon", "lookup", "municipalities"]
+        with subprocess.Popen(
+            command, cwd=tmp_path, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()  # the reader is gone before the first line is written
+            err = proc.stderr.read().decode()
+            assert proc.wait(timeout=30) == 0 and "Traceback" not in err
+        bad = subprocess.run(
+            [sys.executable, "-m", "daemon", "--log-level", "loud", "status"],
+            cwd=tmp_path,
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert bad.returncode == 2 and "invalid choice" in bad.stderr
+        child_env["FACTUS_BASE_URL"] = emu.url.replace("http://", "http://probe:P4ss-UNIQ@")
+        login = subprocess.run(
+            [sys.executable, "-m", "daemon", "auth", "login", "--json"],
+            cwd=tmp_path,
+            env=child_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert login.returncode == 0, login.stderr
+        assert "P4ss-UNIQ" not in login.stdout + login.stderr and "***@" in login.stdout
+
 
 class TestHelpAndFormatting:
     @pytest.mark.parametrize("group", ["auth", "invoice", "lookup"])
@@ -399,7 +437,18 @@ class TestExitCodes:
         code, _, err = run("invoice", "xml", number, "-o", str(tmp_path / "blocker" / "sub"))
         assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
-    @pytest.mark.parametrize("url", ["not-a-url", "ftp://127.0.0.1/x", "http://", "http:///v1"])
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "not-a-url",
+            "ftp://127.0.0.1/x",
+            "http://",
+            "http:///v1",
+            " http://127.0.0.1:8910",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:8910/v1",
+        ],
+    )
     def test_bad_base_url_is_configuration_error(
         self, run: Run, monkeypatch: pytest.MonkeyPatch, emu: EmulatorServer, url: str
     ) -> None:

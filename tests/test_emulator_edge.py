@@ -315,6 +315,17 @@ class TestContractArithmetic:
             api.get("/v1/bills", params={"filter[reference_code]": "NEG-TOTAL"}).json()["data"]["data"] == []
         )
 
+    def test_control_characters_never_make_the_xml_unreadable(self, api: httpx.Client) -> None:
+        """A name sent with a vertical tab is stored as sent; its UBL XML leaves the character out."""
+        payload = minimal_bill("CTRL-1")
+        payload["customer"]["names"] = "Ana\x0bMaría"
+        payload["items"][0]["name"] = "Caja\x01grande"
+        bill = api.post("/v1/bills/validate", json=payload).json()["data"]["bill"]
+        xml = api.get(f"/v1/bills/download-xml/{bill['number']}").json()["data"]["xml_base_64_encoded"]
+        root = ET.fromstring(base64.b64decode(xml))  # well-formed
+        texts = "".join(root.itertext())
+        assert "AnaMaría" in texts and "Cajagrande" in texts
+
     def test_null_array_elements_are_field_errors(self, api: httpx.Client) -> None:
         """A null item or allowance charge answers 422 naming its fields, never a 500."""
         payload = minimal_bill("NULL-EL")

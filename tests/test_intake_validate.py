@@ -452,6 +452,18 @@ class TestRules:
         assert [(e.row, e.column) for e in result.errors] == [(2, "item.price"), (3, "item.quantity")]
         assert "at most 999999999999.99" in result.errors[0].message
 
+    def test_control_characters_are_refused_at_their_cell(self, tmp_path: Path) -> None:
+        """A vertical tab or a BEL in a name would make the invoice XML unreadable: refused at the cell."""
+        rows = [
+            line(reference_code="C-1", customer__names="Ana\x0bMaría"),
+            line(reference_code="C-2", item__name="Caja\x07"),
+            line(reference_code="C-3", customer__address="Calle 1\nApto 2"),  # a line break is fine
+        ]
+        result = check(tmp_path, rows)
+        assert [i.reference_code for i in result.invoices] == ["C-3"]
+        assert [(e.row, e.column) for e in result.errors] == [(2, "customer.names"), (3, "item.name")]
+        assert "U+000B" in result.errors[0].message
+
     def test_reference_code_in_scientific_notation_is_refused(self, tmp_path: Path) -> None:
         """1.23457E+11 could be 123456789012 or 123456789013: every such row is an error, none merged."""
         rows = [

@@ -122,6 +122,14 @@ def test_a_copy_of_an_unreadable_file_is_read_on_its_own(tmp_path: Path, demu: E
     reasons = [json.loads(p.read_text()) for p in (tmp_path / "outbox" / "failed").rglob("*.reason.json")]
     assert [r["file"] for r in reasons] == ["a.json"]
     assert "JSON" in reasons[0]["reason"]
+    # the unreadable file has its batch folder and report too: no invoice, one file error
+    failed_report = next(r for r in reports(tmp_path / "outbox") if r["source"] == "a.json")
+    assert failed_report["invoices"] == [] and failed_report["finished_at"]
+    assert set(failed_report["summary"].values()) == {0}
+    (error,) = failed_report["file_errors"]
+    assert (
+        error["rule"] == "unreadable" and "JSON" in error["message"] and "failed/a.json" in error["message"]
+    )
 
 
 def test_a_hard_linked_file_is_archived_as_a_copy_of_its_own(tmp_path: Path, demu: EmulatorServer) -> None:

@@ -10,6 +10,7 @@ the ``LegalMonetaryTotal``; all user text is escaped. Neither is signed.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterable
 from decimal import Decimal
@@ -139,6 +140,12 @@ def render_pdf(bill: Bill, tables: Tables) -> bytes:
     return text_pdf(lines, title=bill.number)
 
 
+# Characters XML 1.0 cannot carry at all (not even escaped): control characters other than tab, line
+# feed and carriage return, lone surrogates and U+FFFE/U+FFFF. A name with a vertical tab is stored
+# as sent; its XML simply leaves the character out instead of becoming unreadable.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 class _Xml:
     """A tiny writer for namespaced XML with escaping of text and attributes."""
 
@@ -154,7 +161,7 @@ class _Xml:
     def leaf(self, tag: str, text: Any, **attrs: str) -> None:
         if text is None:
             return
-        value = fmt2(text) if isinstance(text, Decimal) else str(text)
+        value = fmt2(text) if isinstance(text, Decimal) else _XML_INVALID.sub("", str(text))
         self.parts.append(f"<{tag}{self._attrs(attrs)}>{escape(value)}</{tag}>")
 
     def cdata(self, tag: str, text: str) -> None:
@@ -164,7 +171,9 @@ class _Xml:
 
     @staticmethod
     def _attrs(attrs: dict[str, str]) -> str:
-        return "".join(f" {k.replace('__', ':')}={quoteattr(str(v))}" for k, v in attrs.items())
+        return "".join(
+            f" {k.replace('__', ':')}={quoteattr(_XML_INVALID.sub('', str(v)))}" for k, v in attrs.items()
+        )
 
     def text(self) -> str:
         return "".join(self.parts)

@@ -22,6 +22,7 @@ from daemon.factus.client import FactusClient, PathSegmentError, check_segment
 from daemon.factus.models import BillPage, DownloadedFile, TokenInfo
 from daemon.factus.tokens import check_credentials
 from daemon.fsutil import atomic_write_bytes, safe_name
+from daemon.log import redact
 from daemon.settings import Settings, load_settings
 
 __all__ = ["EXIT_CODES", "register"]
@@ -189,7 +190,7 @@ def _report_token(
     if args.json:
         _print_json(
             {
-                "base_url": client.base_url,
+                "base_url": redact(client.base_url),
                 "username": client.settings.username,
                 "grant": grant,
                 "expires_at": _when(token.expires_at),
@@ -199,7 +200,7 @@ def _report_token(
         )
     else:
         print(
-            f"{verb} {client.base_url} as {client.settings.username}; "
+            f"{verb} {redact(client.base_url)} as {client.settings.username}; "
             f"the access token expires at {_when(token.expires_at)} "
             f"(in {remaining // 60} min {remaining % 60} s)"
         )
@@ -360,13 +361,16 @@ def _output_folder(folder: Path) -> Path:
     return folder
 
 
-def _save_download(args: argparse.Namespace, fetch: Callable[[FactusClient, str], DownloadedFile]) -> int:
+def _save_download(
+    args: argparse.Namespace, fetch: Callable[[FactusClient, str], DownloadedFile], kind: str
+) -> int:
     number = _bill_number(args.number)
     folder = _output_folder(args.output)  # checked before anything is downloaded
     with _client(args) as client:
         download = fetch(client, number)
-    suffix = Path(download.file_name).suffix.lower()
-    name = safe_name(download.file_name, default=safe_name(number) + suffix)
+    name = safe_name(download.file_name, default=f"{safe_name(number)}.{kind}")
+    if Path(name).suffix.lower() != f".{kind}":  # whatever Factus named it, a PDF ends in .pdf
+        name = f"{name}.{kind}"
     target = folder / name
     try:
         atomic_write_bytes(target, download.content)
@@ -380,11 +384,11 @@ def _save_download(args: argparse.Namespace, fetch: Callable[[FactusClient, str]
 
 
 def _invoice_pdf(args: argparse.Namespace) -> int:
-    return _save_download(args, lambda client, number: client.download_pdf(number))
+    return _save_download(args, lambda client, number: client.download_pdf(number), "pdf")
 
 
 def _invoice_xml(args: argparse.Namespace) -> int:
-    return _save_download(args, lambda client, number: client.download_xml(number))
+    return _save_download(args, lambda client, number: client.download_xml(number), "xml")
 
 
 def _invoice_email(args: argparse.Namespace) -> int:

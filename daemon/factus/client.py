@@ -107,11 +107,17 @@ def check_base_url(url: str) -> None:
     """Raise :class:`ConfigError` unless ``url`` is an ``http(s)://host[:port][/path]`` URL."""
     problem = None
     try:
-        parsed = httpx.URL(url.strip())
-        if parsed.scheme not in ("http", "https"):
+        parsed = httpx.URL(url)
+        if url != url.strip():
+            problem = "it has spaces around it"
+        elif parsed.scheme not in ("http", "https"):
             problem = "it must start with http:// or https://"
         elif not parsed.host:
             problem = "it has no host"
+        elif parsed.port is not None and not 0 < parsed.port < 65536:
+            problem = f"port {parsed.port} does not exist"
+        elif parsed.path.rstrip("/").endswith("/v1"):
+            problem = "it must not end in /v1 (the client adds /v1/... itself)"
     except (httpx.InvalidURL, TypeError, ValueError):
         problem = "it is not a URL"
     if problem is not None:

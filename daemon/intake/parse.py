@@ -17,6 +17,8 @@ from daemon.intake.lookups import Lookups
 __all__ = ["BadValue", "TextParser", "as_text"]
 
 _CENT = Decimal("0.01")
+# Not allowed in XML 1.0 at all; tab, line feed and carriage return are (a multi-line address cell).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _MAX_MAGNITUDE = 40  # decimal digits either side of the point a typed number may have
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 _FLOATY_INT = re.compile(r"(\d+)\.0+", re.ASCII)
@@ -104,6 +106,11 @@ class TextParser:
         Raises:
             BadValue: with a message naming what was expected.
         """
+        if kind in ("text", "ident") and (bad := _CONTROL.search(text)) is not None:
+            raise BadValue(
+                f"contains the control character U+{ord(bad.group()):04X}, which an electronic invoice "
+                "cannot carry (its XML would be unreadable): remove it from the cell"
+            )
         if kind == "text":
             return text
         if kind == "ident":

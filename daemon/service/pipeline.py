@@ -23,6 +23,7 @@ threads and timing belong to :mod:`daemon.service.runner`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -540,6 +541,12 @@ class Pipeline:
     def _finish_failing(self, file: FileRow) -> FileRow:
         src = Path(file.processing_path or "")
         target = Path(file.final_path or "")
+        if file.batch_dir:
+            # Every source file gets its batch folder and report: here no invoice, one file error.
+            where = f"moved to {self.store.failed.name}/{target.name}"
+            error = {"row": None, "column": None, "value": None, "rule": "unreadable"}
+            unread = dataclasses.replace(file, file_errors=[{**error, "message": f"{file.reason} ({where})"}])
+            self.outbox.write_report(Path(file.batch_dir), self.report(unread, final=True))
         if file.processing_path and os.path.lexists(src):
             with self._targets_lock:
                 # A reason file already at the recorded target is ours (written before a crash).
