@@ -185,12 +185,14 @@ class TestShipped:
             '"f@example.com","5001","FURN_7777","[FURN_7777] Office Chair","2.00","100000.00","10.0",'
             '"IVA Ventas 19%"\n'
             '"","","","","","","","","","FURN_8888","[FURN_8888] Desk","1.00","250000.00","0.0",'
-            '"IVA Ventas 5%"\n',
+            '"IVA Ventas 5%"\n'
+            '"","","","","","","","","","","Entregar antes de las 10am","0.0","0.0","0.0",""\n',  # a note
             encoding="utf-8",
         )
         profiles = load_profiles(PROFILES)
         result = read_invoices(path, settings=Settings(), lookups=Lookups.builtin(), profiles=profiles)
         assert result.profile == "odoo_account_move" and result.errors == []
+        assert any("rows 4" in w for w in result.warnings)  # the note line is skipped, not an error
         payload = json.loads(result.invoices[0].payload_json())
         assert payload["customer"]["identification"] == "900123456" and payload["customer"]["dv"] == "8"
         assert payload["customer"]["municipality_id"] == 80
@@ -198,6 +200,29 @@ class TestShipped:
             (119000, "19.00", 2),
             (262500, "5.00", 1),
         ]
+
+    def test_odoo_vat_with_the_dv_as_last_digit_is_split_and_checked(self, tmp_path: Path) -> None:
+        """Odoo's vat 8600029644 is NIT 860002964 with DV 4 (nit_dv_in_last_digit), never a ten-digit
+        NIT with a DV computed by us; a wrong last digit is reported at the cell."""
+        head = (
+            '"name","partner_id","partner_id/commercial_company_name","partner_id/is_company",'
+            '"partner_id/l10n_latam_identification_type_id","partner_id/vat",'
+            '"invoice_line_ids/product_id/default_code","invoice_line_ids/name","invoice_line_ids/quantity",'
+            '"invoice_line_ids/price_unit","invoice_line_ids/tax_ids"\n'
+        )
+        line = '"{ref}","Papel","Papel","True","NIT","{vat}","P1","Papel","1.0","1000.0","IVA Ventas 19%"\n'
+        path = tmp_path / "vat (account.move).csv"
+        path.write_text(
+            head + line.format(ref="INV/64", vat="8600029644") + line.format(ref="INV/66", vat="8600029645"),
+            encoding="utf-8",
+        )
+        result = read_invoices(
+            path, settings=Settings(), lookups=Lookups.builtin(), profiles=load_profiles(PROFILES)
+        )
+        customer = json.loads(result.invoices[0].payload_json())["customer"]
+        assert (customer["identification"], customer["dv"]) == ("860002964", "4")
+        (error,) = result.errors
+        assert (error.row, error.column, error.value) == (3, "partner_id/vat", "8600029645")
 
 
 class TestMultiValueCells:

@@ -955,6 +955,16 @@ class Mapper:
             customer["identification"] = ident = number
         if doc != NIT_DOCUMENT_ID or not isinstance(ident, str):
             return
+        written = ident  # as the cell has it, for the error
+        if (
+            self.profile is not None
+            and self.profile.nit_dv_in_last_digit
+            and "-" not in ident
+            and len(digits := ident.replace(".", "").replace(" ", "").strip()) >= 2
+            and digits.isascii()
+            and digits.isdigit()
+        ):
+            ident = f"{digits[:-1]}-{digits[-1]}"  # the profile says the DV is the last digit
         if "." not in ident and "-" not in ident and " " not in ident:
             return
         parts = _nit_parts(ident)
@@ -984,8 +994,8 @@ class Mapper:
         col = slot.cols[0] if slot.cols else None
         row = rows[0]
         if col is not None:  # the row that wrote this spelling (another row may hold it without DV)
-            row = next((r for r in rows if r.values[col.index].strip() == ident.strip()), row)
-        errors.append(self._error(self.head_table, row, col.index if col else None, message, ident))
+            row = next((r for r in rows if r.values[col.index].strip() == written.strip()), row)
+        errors.append(self._error(self.head_table, row, col.index if col else None, message, written))
         errored.add(("customer", "dv"))
 
     @staticmethod

@@ -5,7 +5,9 @@ A profile is ``config/profiles/<name>.toml``::
     [profile]   name, match (file-name globs)
     [read]      encoding, delimiter, decimal, thousands, date_format, sheet, items_sheet,
                 header_row (a row number, or "auto": the default), max_rows, fill_down
-    [transform] prices_include_tax (false: item prices are net and are grossed up by tax_rate)
+    [transform] prices_include_tax (false: item prices are net and are grossed up by tax_rate),
+                nit_dv_in_last_digit (true: a NIT written without a dash ends with its DV, as
+                Odoo's ``vat`` does: 8600029644 is NIT 860002964, DV 4)
     [filter]    "header in the file" = which rows to keep (see :mod:`daemon.intake.filters`)
     [columns]   "header in the file" = "canonical column"
     [defaults]  "canonical column" = value            (when the column is missing or blank)
@@ -86,6 +88,8 @@ class MappingProfile:
     split: dict[str, str] = field(default_factory=dict)
     """Canonical column -> the separator of the several values one of its cells may list."""
     prices_include_tax: bool = True
+    nit_dv_in_last_digit: bool = False
+    """A NIT without a dash carries its DV as its last digit (Odoo's ``vat``)."""
     filters: tuple[RowFilter, ...] = ()
     source: Path | None = None
 
@@ -120,11 +124,13 @@ class MappingProfile:
             raise bad("[profile] match must be a list of file-name globs")
         read = _read_options(_table(data, "read", bad), bad)
         transform = _table(data, "transform", bad)
-        if set(transform) - {"prices_include_tax"}:
-            raise bad(f"unknown key(s) in [transform]: {sorted(set(transform) - {'prices_include_tax'})}")
+        known = {"prices_include_tax", "nit_dv_in_last_digit"}
+        if set(transform) - known:
+            raise bad(f"unknown key(s) in [transform]: {sorted(set(transform) - known)}")
         include_tax = transform.get("prices_include_tax", True)
-        if not isinstance(include_tax, bool):
-            raise bad("[transform] prices_include_tax must be true or false")
+        dv_last = transform.get("nit_dv_in_last_digit", False)
+        if not isinstance(include_tax, bool) or not isinstance(dv_last, bool):
+            raise bad("[transform] prices_include_tax and nit_dv_in_last_digit must be true or false")
         filters = tuple(
             parse_filter(column, rule, bad) for column, rule in _table(data, "filter", bad).items()
         )
@@ -181,6 +187,7 @@ class MappingProfile:
             values=values,
             split=split,
             prices_include_tax=include_tax,
+            nit_dv_in_last_digit=dv_last,
             filters=filters,
             source=source,
         )
