@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from daemon.errors import InputError
 from daemon.intake.xlsx import read_xlsx
@@ -434,3 +435,28 @@ def test_a_percent_format_on_a_money_column_is_an_error_not_a_scaled_price(tmp_p
     assert "Excel shows 50%" in error.message
     [planned] = result.invoices
     assert planned.reference_code == "P-2" and '"tax_rate":"19.00"' in planned.payload_json().replace(" ", "")
+
+
+class TestExcelDamage:
+    def test_a_date_cell_in_an_identifier_column_is_an_error(self, tmp_path: Path) -> None:
+        """A code 3-4 (or a reference 5/11) that Excel turned into a date is refused at its cell,
+        never read as a new identifier 2026-04-03; a date cell in a date column is fine."""
+        damaged = good_row("D-1", **{"item.code_reference": dt.date(2026, 4, 3)})
+        path = book(tmp_path / "d.xlsx", [HEADERS, damaged, good_row("OK")], formats={"G2": "d-mmm"})
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["OK"]
+        (err,) = result.errors
+        assert (err.row, err.column, err.value) == (2, "item.code_reference", "2026-04-03")
+        assert "date cell" in err.message
+
+    def test_hidden_rows_are_never_issued_unseen(self, tmp_path: Path) -> None:
+        """A row hidden by hand or by a filter is an error at its row: its invoice is held, the
+        visible invoices go on."""
+        path = book(tmp_path / "h.xlsx", [HEADERS, good_row("V-1"), good_row("H-1"), good_row("V-2")])
+        wb = load_workbook(path)
+        wb.active.row_dimensions[3].hidden = True
+        wb.save(path)
+        result = read(path)
+        assert [i.reference_code for i in result.invoices] == ["V-1", "V-2"]
+        (err,) = result.errors
+        assert err.row == 3 and "hidden" in err.message and err.reference_code == "H-1"

@@ -106,6 +106,18 @@ def _percent_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
     return ok
 
 
+def _date_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
+    """Whether a column may hold a date cell: anything but identifiers and codes (``3-4`` or ``5/11``
+    typed into a General cell becomes a date in Excel; read back as 2026-04-03 it would be a new id)."""
+    columns = profile.columns if profile is not None else {}
+
+    def ok(header: str) -> bool:
+        canonical = canonical_of(header, columns)
+        return canonical is None or FIELDS[canonical].kind not in ("ident", "code")
+
+    return ok
+
+
 def _filter(file: str, tables: list[Table], profile: MappingProfile | None, warnings: list[str]) -> None:
     if profile is not None and profile.filters:
         warnings.extend(
@@ -177,6 +189,7 @@ def _read(
             is_header=is_header,
             decimal=read.decimal if read else ".",
             percent_ok=_percent_ok(profile),
+            date_ok=_date_ok(profile),
             limits=limits,
         )
         warnings.extend(book.warnings)

@@ -46,7 +46,7 @@ import defusedxml.ElementTree as DET
 from defusedxml import DefusedXmlException
 
 from daemon.errors import InputError
-from daemon.intake.rows import HEADER_SCAN, Limits, SourceRow, Table, input_error
+from daemon.intake.rows import HEADER_SCAN, ROW_PROBLEM, Limits, SourceRow, Table, input_error
 
 __all__ = ["Workbook", "column_letter", "read_xlsx"]
 
@@ -63,6 +63,8 @@ _NS_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}
 _NS_PKG_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _CELL_REF = re.compile(r"([A-Z]{1,3})(\d+)")
 _ANY_REF = re.compile(r"([A-Za-z]+)(\d+)", re.ASCII)
+# A hidden row's tag (r= before or after hidden=); only searched in a chunk that says hidden=.
+_HIDDEN_ROW = re.compile(rb"""<row\b(?=[^>]*\bhidden=["'](?:1|true)["'])[^>]*?\br=["'](\d+)["']""")
 _TAIL = 64  # context a cell pattern below may need on either side; chunks overlap by twice that
 _PREFIXED_CELL = re.compile(rb":c[\s/>]")
 _LATE_R = re.compile(rb"r(?=[\s=])(?<=\sr)(?<!<c r)(?<!<row r)")
@@ -99,6 +101,8 @@ class _Member:
     """Some cell may be typed ``t="e"`` (an Excel error such as #N/A), which calamine reads as blank."""
     cells: str = _PLAIN
     """What the cell screen saw: _PLAIN, _FAR (plain tags, some outside the rectangle) or _ODD."""
+    hidden_rows: set[int] = field(default_factory=set)
+    """Rows (1-based) hidden in Excel, by hand or by a filter (``<row r="3" hidden="1">``)."""
 
 
 def column_letter(index: int) -> str:
@@ -203,6 +207,10 @@ def _scan_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, cells: 
                     and _ERROR_TYPE.search(window)
                 ):
                     member.has_error = True
+                if may_hold_cells and b"hidden=" in window:
+                    member.hidden_rows.update(
+                        int(m.group(1)) for m in _HIDDEN_ROW.finditer(window) if m.group(1) is not None
+                    )
                 following = fh.read(_CHUNK)
                 if may_hold_cells and member.cells != _ODD:
                     member.cells = cells.screen(window, member.cells, first=not tail, last=not following)
@@ -979,6 +987,7 @@ def read_xlsx(
     limits: Limits | None = None,
     decimal: str = ".",
     percent_ok: Callable[[str], bool] | None = None,
+    date_ok: Callable[[str], bool] | None = None,
 ) -> Workbook:
     """Read a workbook: one sheet (named, else the first visible one) or an invoices + items pair.
 
@@ -994,7 +1003,8 @@ def read_xlsx(
     "," a number that is not whole is written with a decimal comma (``1234,56``), never with a
     thousands separator, for a profile that parses ``decimal=","``. An Excel error value (#N/A,
     #DIV/0!...), typed or the cached result of a formula, is kept as its text and reported on its
-    cell in ``SourceRow.problems``.
+    cell in ``SourceRow.problems``. So is a date cell under a header ``date_ok`` refuses (an
+    identifier Excel turned into a date: a product code ``3-4`` typed into a General cell).
 
     Raises:
         InputError: not an XLSX, corrupt, a zip/XML bomb, a missing sheet, empty, or over a limit.
@@ -1051,6 +1061,7 @@ def read_xlsx(
                 limits,
                 decimal,
                 percent_ok,
+                date_ok,
                 two=len(chosen) == 2,
             )
 
@@ -1131,6 +1142,7 @@ def _read_sheet(
     limits: Limits,
     decimal: str,
     percent_ok: Callable[[str], bool] | None = None,
+    date_ok: Callable[[str], bool] | None = None,
     *,
     two: bool,
 ) -> Table:
@@ -1180,6 +1192,7 @@ def _read_sheet(
     beyond = False
     max_cell = limits.max_cell_chars
     floats = _FloatTexts(decimal)
+    no_dates = [c for c, h in enumerate(header_cells) if date_ok is not None and not date_ok(h)]
     for r in range(header_row, len(grid)):
         raw = grid[r]
         values = [
@@ -1193,10 +1206,28 @@ def _read_sheet(
             raise input_error(path, f"sheet {name!r} row {r + 1} has a cell over {max_cell:,} characters")
         if not beyond and len(raw) > width and any(_cell_text(v).strip() for v in raw[width:]):
             beyond = True
-        rows.append(SourceRow(r + 1, values))
+        row = SourceRow(r + 1, values)
+        for c in no_dates:
+            if c < len(raw) and isinstance(raw[c], date):
+                row.problems = row.problems or {}
+                row.problems[c] = (
+                    f"is a date cell ({values[c]}) in a column of codes: Excel turned what was typed "
+                    "into a date; format the column as Text and type the value again"
+                )
+        rows.append(row)
     del grid
     if beyond:
         warnings.append(f"sheet {name!r}: cells right of the last header column are ignored")
+    if member is not None and member.hidden_rows:
+        for row in rows:
+            if row.row in member.hidden_rows:
+                # Hidden rows are often rows someone meant to leave out (a filter, a draft): never
+                # issued unseen, and never dropped from an invoice they belong to either.
+                row.problems = row.problems or {}
+                row.problems[ROW_PROBLEM] = (
+                    "row is hidden in Excel (by hand or by a filter): unhide it to have it invoiced, "
+                    "or delete it"
+                )
     _mark_errors(errors, rows)
     _mark_merged(sheet, rows, header_row, width, warnings, name)
     if member is not None and member.has_formula and part is not None:
