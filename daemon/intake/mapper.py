@@ -581,15 +581,21 @@ class Mapper:
         mapped = [c.index for s in self.head_slots + self.item_slots for c in s.cols]
         fill_down = self.profile is not None and self.profile.read.fill_down
         last: str | None = None
+        keys: dict[str, str | BadValue] = {}  # an invoice's rows repeat its reference: read it once
         for i, row in enumerate(rows):
             ref = row.values[ref_idx].strip()
             if ref:
-                try:  # the invoice's identity: 1001.0 is 1001, 1.23457E+11 has lost its digits
-                    ref = self.parser.ident(ref)
-                except BadValue as exc:
-                    loose.append(self._error(table, row, ref_idx, f"reference_code {exc}"))
+                key = keys.get(ref)
+                if key is None:
+                    try:  # the invoice's identity: 1001.0 is 1001, 1.23457E+11 has lost its digits
+                        key = keys[ref] = self.parser.ident(ref)
+                    except BadValue as exc:
+                        key = keys[ref] = exc
+                if isinstance(key, BadValue):
+                    loose.append(self._error(table, row, ref_idx, f"reference_code {key}"))
                     last = None
                     continue
+                ref = key
                 groups.setdefault(ref, []).append(i)
                 last = ref
                 continue
