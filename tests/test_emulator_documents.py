@@ -6,6 +6,7 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -128,3 +129,37 @@ def test_xml_is_ubl_invoice(created: tuple[httpx.Client, dict[str, Any]]) -> Non
     assert root.findtext("cac:TaxTotal/cbc:TaxAmount", namespaces=NS) == bill["tax_amount"]
     customer = root.find("cac:AccountingCustomerParty/cac:Party/cac:PartyTaxScheme/cbc:CompanyID", NS)
     assert customer is not None and customer.text == "900123456" and customer.get("schemeID") == "8"
+
+
+def test_xml_line_prices_add_up_and_withholdings_carry_base_and_rate(emu: EmulatorServer) -> None:
+    """quantity × PriceAmount (net, per 1 unit) − the line allowance = LineExtensionAmount; every
+    withholding subtotal shows its taxable base and percent."""
+    bill = _bill("DOC-2")
+    bill["items"][0].update(quantity=3, discount_rate=10, price=11900)
+    bill["items"][0]["withholding_taxes"] = [
+        {"code": "06", "withholding_tax_rate": "2.50"},
+        {"code": "05", "withholding_tax_rate": "15.00"},
+    ]
+    with httpx.Client(base_url=emu.url, timeout=10) as http:
+        login(http, emu)
+        number = http.post("/v1/bills/validate", json=bill).json()["data"]["bill"]["number"]
+        data = http.get(f"/v1/bills/download-xml/{number}").json()["data"]
+    root = ET.fromstring(base64.b64decode(data["xml_base_64_encoded"]))
+    for line in root.findall("cac:InvoiceLine", NS):
+        quantity = Decimal(line.findtext("cbc:InvoicedQuantity", namespaces=NS) or "0")
+        price = Decimal(line.findtext("cac:Price/cbc:PriceAmount", namespaces=NS) or "0")
+        assert line.findtext("cac:Price/cbc:BaseQuantity", namespaces=NS) == "1"
+        allowance = Decimal(line.findtext("cac:AllowanceCharge/cbc:Amount", namespaces=NS) or "0")
+        extension = Decimal(line.findtext("cbc:LineExtensionAmount", namespaces=NS) or "0")
+        assert abs(quantity * price - allowance - extension) <= Decimal("0.01") * quantity
+    first = root.findall("cac:InvoiceLine", NS)[0]
+    assert first.findtext("cac:Price/cbc:PriceAmount", namespaces=NS) == "10000.00"  # 11900 without IVA
+    subtotals = {
+        sub.findtext("cac:TaxCategory/cac:TaxScheme/cbc:ID", namespaces=NS): (
+            sub.findtext("cbc:TaxableAmount", namespaces=NS),
+            sub.findtext("cac:TaxCategory/cbc:Percent", namespaces=NS),
+            sub.findtext("cbc:TaxAmount", namespaces=NS),
+        )
+        for sub in root.findall("cac:WithholdingTaxTotal/cac:TaxSubtotal", NS)
+    }
+    assert subtotals == {"06": ("27000.00", "2.50", "675.00"), "05": ("5130.00", "15.00", "769.50")}

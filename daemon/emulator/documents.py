@@ -21,7 +21,7 @@ from daemon import catalog
 from daemon.emulator.render import customer_name, timestamp
 from daemon.emulator.state import COMPANY, DIAN_ENVIRONMENT, QR_BASE, Bill, NumberingRange
 from daemon.emulator.tables import Tables
-from daemon.money import fmt2
+from daemon.money import fmt2, round2
 
 __all__ = ["email_zip", "file_name", "render_attached_document", "render_pdf", "render_xml", "text_pdf"]
 
@@ -350,18 +350,28 @@ def render_xml(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
         for rate, base, tax in groups:
             _tax_subtotal(x, code, rate, base, tax)
         x.close("cac:TaxTotal")
+    # per withholding: its base (the IVA for ReteIVA, else the line value) and amount, by rate
+    held: dict[str, dict[Decimal, tuple[Decimal, Decimal]]] = {}
+    for line in totals.lines:
+        for w in line.withholdings:
+            base = line.tax_amount if w.code == "05" else line.gross_value
+            prior = held.setdefault(w.code, {}).get(w.rate, (Decimal(0), Decimal(0)))
+            held[w.code][w.rate] = (prior[0] + base, prior[1] + w.value)
     for code, value in sorted(totals.withholdings.items()):
         x.open("cac:WithholdingTaxTotal")
         x.leaf("cbc:TaxAmount", value, **_COP)
-        x.open("cac:TaxSubtotal")
-        x.leaf("cbc:TaxAmount", value, **_COP)
-        x.open("cac:TaxCategory")
-        x.open("cac:TaxScheme")
-        x.leaf("cbc:ID", code)
-        x.leaf("cbc:Name", catalog.WITHHOLDING_CODES.get(code, ""))
-        x.close("cac:TaxScheme")
-        x.close("cac:TaxCategory")
-        x.close("cac:TaxSubtotal")
+        for rate, (base, amount) in sorted(held.get(code, {}).items()):
+            x.open("cac:TaxSubtotal")
+            x.leaf("cbc:TaxableAmount", base, **_COP)
+            x.leaf("cbc:TaxAmount", amount, **_COP)
+            x.open("cac:TaxCategory")
+            x.leaf("cbc:Percent", rate)
+            x.open("cac:TaxScheme")
+            x.leaf("cbc:ID", code)
+            x.leaf("cbc:Name", catalog.WITHHOLDING_CODES.get(code, ""))
+            x.close("cac:TaxScheme")
+            x.close("cac:TaxCategory")
+            x.close("cac:TaxSubtotal")
         x.close("cac:WithholdingTaxTotal")
     line_sum = totals.gross_value  # UBL: Σ line values, excluded lines included
     x.open("cac:LegalMonetaryTotal")
@@ -399,9 +409,11 @@ def render_xml(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
         x.leaf("cbc:ID", item["code_reference"], schemeID=std_code)
         x.close("cac:StandardItemIdentification")
         x.close("cac:Item")
+        # UBL: the net unit price, so quantity × PriceAmount − allowances = LineExtensionAmount
+        # (Factus's v1 price includes the tax; the line amounts here are net of it)
         x.open("cac:Price")
-        x.leaf("cbc:PriceAmount", item["price"], **_COP)
-        x.leaf("cbc:BaseQuantity", item["quantity"], unitCode=str(unit["code"]))
+        x.leaf("cbc:PriceAmount", round2((line.gross_value + line.discount) / item["quantity"]), **_COP)
+        x.leaf("cbc:BaseQuantity", 1, unitCode=str(unit["code"]))
         x.close("cac:Price")
         x.close("cac:InvoiceLine")
     x.close("Invoice")
