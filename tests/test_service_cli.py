@@ -73,6 +73,8 @@ def test_status_counts(
     config = config_toml(tmp_path)
     assert main(["--config", str(config), "status"]) == 0
     assert "not created yet" in capsys.readouterr().out
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
     write_invoices(tmp_path / "inbox" / "a.csv", ["ST-1", "ST-2"])
     assert main(["--config", str(config), "run", "--once", "--no-progress"]) == 0
     capsys.readouterr()
@@ -82,6 +84,7 @@ def test_status_counts(
     assert main(["--config", str(config), "status", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["invoices"] == {"validated": 2} and info["last_activity"]
+    assert set(info) == set(before)  # one shape, ledger or not
 
 
 def test_retry_failed_puts_files_back(tmp_path: Path, emu: EmulatorServer, env: dict[str, str]) -> None:

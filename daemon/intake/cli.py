@@ -27,6 +27,12 @@ from daemon.settings import load_settings
 __all__ = ["register", "run_validate"]
 
 _HUNDRED = Decimal(100)
+_DESCRIPTION = """\
+Dry run: read, map and validate each file exactly as the daemon would, and print the planned
+Factus v1 payloads and every error at its row and column. No side effects: no API call, no file
+move, no cache write (lookups come from the on-disk cache, else the built-in tables).
+
+exit codes: 0 every file valid, 1 any error, 2 usage error (unknown profile, missing path)"""
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -34,7 +40,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser(
         "validate",
         help="dry run: read, map and validate export files without submitting anything",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="CSV/XLSX/JSON files or folders")

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "run",
         help="watch the inbox and submit every invoice (until SIGTERM), or once with --once",
         description="Watch the inbox, submit every invoice to Factus exactly once, write PDF/XML, reports.",
+        epilog="exit codes (--once): 0 every invoice validated (or nothing to do), 1 an invoice rejected or "
+        "invalid or a file unreadable (wins when both apply), 2 usage or configuration error, "
+        "3 work left pending (Factus unreachable, credentials refused, files still being written)",
     )
     run.add_argument("--once", action="store_true", help="process what the inbox holds now, then exit 0/1/3")
     run.add_argument("--inbox", type=Path, default=None, help="watched folder (overrides [paths].inbox)")
@@ -47,7 +50,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--crash-at", default=None, help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
 
-    status = sub.add_parser("status", help="ledger counts by state, oldest pending invoice, last activity")
+    status = sub.add_parser(
+        "status",
+        help="ledger counts by state, oldest pending invoice, last activity",
+        description="Show the ledger: files and invoices by state, the oldest pending invoice, last activity.",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
 
@@ -58,6 +65,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
             "Put work back in line. With a daemon running it picks the work up by itself; otherwise "
             "this command processes it now (like run --once) and returns its exit code."
         ),
+        epilog="exit codes: those of run --once, and for REFERENCE_CODE: 6 not in the ledger, 7 already "
+        "validated (never sent again), 1 invalid in its file (correct the rows and drop the file again)",
     )
     group = retry.add_mutually_exclusive_group(required=True)
     group.add_argument("--failed", action="store_true", help="move failed files back into the inbox")
@@ -142,8 +151,14 @@ def _status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = settings.paths.ledger_path
     if not path.exists():
-        info: dict[str, Any] = {"ledger": str(path), "files": {}, "invoices": {}, "oldest_pending": None}
-        info["last_activity"] = None
+        info: dict[str, Any] = {
+            "ledger": str(path),
+            "files": {},
+            "duplicate_files": 0,
+            "invoices": {},
+            "oldest_pending": None,
+            "last_activity": None,
+        }  # the keys of SqliteLedger.stats(): one shape whether or not a ledger exists yet
     else:
         ledger = SqliteLedger(path, readonly=True)
         try:
