@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     status = sub.add_parser(
         "status",
         help="ledger counts by state, oldest pending invoice, last activity",
-        description="Show the ledger: files and invoices by state, the oldest pending invoice, last activity.",
+        description="Show the ledger: files and invoices by state, oldest pending invoice, last activity.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
