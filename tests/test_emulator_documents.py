@@ -107,6 +107,19 @@ def test_long_pdf_spans_pages() -> None:
     assert b"/Count 3" in pdf
 
 
+def test_pdf_lines_fit_the_page_and_letters_outside_winansi_keep_their_base() -> None:
+    """Long text wraps at spaces within the page width (an amount is never split); Wałęsa prints as
+    Walesa, not W?????; later pages say whose page they are."""
+    long = "Descripción " + "válvula Ñuñoa 1000.00 " * 20
+    pdf = text_pdf(["Cliente: Łukasz Wałęsa", long, *[f"línea {i}" for i in range(130)]], title="SETP1")
+    _check_pdf_structure(pdf)
+    assert b"(Cliente: Lukasz Walesa)" in pdf
+    shown = re.findall(rb"\((.*?)\) Tj", pdf)
+    assert all(len(text) <= 125 for text in shown)  # 515 pt of Helvetica 9 pt: 125 narrow letters at most
+    assert not any(text.endswith(b"1000") or text.lstrip().startswith(b".00") for text in shown)
+    assert b"(SETP1 - p\xe1gina 2 de 3)" in pdf and b"(SETP1 - p\xe1gina 3 de 3)" in pdf
+
+
 def test_xml_is_ubl_invoice(created: tuple[httpx.Client, dict[str, Any]]) -> None:
     """The XML is well-formed UBL 2.1 with the CUFE as UUID, every line, totals and escaped text."""
     http, bill = created

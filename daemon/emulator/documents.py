@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 import zipfile
 from collections.abc import Iterable
 from decimal import Decimal
@@ -35,17 +36,75 @@ def file_name(bill: Bill, prefix: str = "fv") -> str:
     return f"{prefix}{COMPANY['nit'].zfill(10)}000{bill.created_at:%y}{bill.id:08d}"
 
 
+# Helvetica advance widths (1/1000 em, its AFM) for printable ASCII; other characters count as 600.
+_WIDTHS = dict(
+    zip(
+        map(chr, range(32, 127)),
+        (
+            278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278,
+            556, 556, 556, 556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556,
+            1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778,
+            667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556,
+            333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556,
+            556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584,
+        ),
+        strict=True,
+    )
+)  # fmt: skip
+_TEXT_WIDTH = 515.0  # A4 (595 pt) less 40 pt margins
+_EXTRA_LETTERS = str.maketrans({"Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Ħ": "H", "ħ": "h", "ı": "i"})
+
+
+def _winansi(text: str) -> bytes:
+    """``text`` in the font's WinAnsi (cp1252) encoding: a letter it lacks is written as its base
+    letter (Wałęsa -> Walesa), never as '?' when one exists; control characters are left out."""
+    out = bytearray()
+    for ch in text:
+        try:
+            out += ch.encode("cp1252")
+        except UnicodeEncodeError:
+            base = unicodedata.normalize("NFKD", ch.translate(_EXTRA_LETTERS))
+            plain = "".join(c for c in base if not unicodedata.combining(c))
+            out += plain.encode("cp1252", errors="replace") if plain else b"?"
+    return bytes(b for b in out if b >= 0x20)
+
+
 def _pdf_string(text: str) -> bytes:
-    raw = text.encode("cp1252", errors="replace")
-    raw = bytes(b for b in raw if b >= 0x20)
+    raw = _winansi(text)
     return b"(" + raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
 
 
-def _wrap(line: str, width: int = 100) -> Iterable[str]:
-    while len(line) > width:
-        yield line[:width]
-        line = "    " + line[width:]
-    yield line
+def _width(text: str) -> float:
+    return sum(_WIDTHS.get(c, 600) for c in text) * _FONT_SIZE / 1000
+
+
+def _wrap(line: str, limit: float = _TEXT_WIDTH) -> Iterable[str]:
+    """Split ``line`` at spaces so each piece fits the page width (a word longer than a line is cut);
+    continuation pieces are indented. Linear in the line's length."""
+    indent = "    "
+    space, indent_w = _width(" "), _width(indent)
+    current, used = "", 0.0
+    for word in line.split(" "):
+        word_w = _width(word)
+        if current and current != indent and used + space + word_w > limit:
+            yield current
+            current, used = indent, indent_w
+        if current and current != indent:
+            current, used = f"{current} {word}", used + space + word_w
+        else:
+            current, used = current + word, used + word_w
+        while used > limit:  # one word wider than a line: cut it where the line is full
+            total, cut = indent_w if current.startswith(indent) else 0.0, 0
+            start = len(indent) if current.startswith(indent) else 0
+            for cut in range(start, len(current)):
+                total += _WIDTHS.get(current[cut], 600) * _FONT_SIZE / 1000
+                if total > limit:
+                    break
+            cut = max(cut, start + 1)
+            yield current[:cut]
+            current = indent + current[cut:]
+            used = _width(current)
+    yield current
 
 
 def text_pdf(lines: Iterable[str], *, title: str = "") -> bytes:
@@ -53,6 +112,8 @@ def text_pdf(lines: Iterable[str], *, title: str = "") -> bytes:
     wrapped = [part for line in lines for part in _wrap(line)] or [""]
     pages = [wrapped[i : i + _LINES_PER_PAGE] for i in range(0, len(wrapped), _LINES_PER_PAGE)]
     n_pages = len(pages)
+    for i, page_lines in enumerate(pages[1:], start=2):  # a later page says whose page it is
+        page_lines[:0] = [f"{title} - página {i} de {n_pages}".strip(" -"), ""]
     # 1 catalog, 2 pages, 3 font, 4 info, then (page, content) pairs
     page_ids = [5 + 2 * i for i in range(n_pages)]
     objects: list[bytes] = [
