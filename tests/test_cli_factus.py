@@ -151,7 +151,7 @@ class TestInvoice:
         assert code == 0
         lines = out.splitlines()
         assert lines[0].split()[:3] == ["NUMBER", "REFERENCE", "STATUS"]
-        assert number in out and "validated" in out and "page 1 of 1 (1 bills)" in out
+        assert number in out and "validated" in out and "page 1 of 1 (1 bill)" in out
         code, out, _ = run("invoice", "list", "--reference-code", "CLI-LIST-1", "--status", "1", "--json")
         page = json.loads(out)
         assert code == 0 and page["items"][0]["number"] == number and page["total"] == 1

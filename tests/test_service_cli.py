@@ -118,6 +118,14 @@ def test_retry_reference_after_a_rejection(tmp_path: Path, emu: EmulatorServer, 
     assert main(["--config", str(config), "retry", "NOPE-1"]) == 6  # not in the ledger
 
 
+def test_retry_before_anything_was_processed(tmp_path: Path, env: dict[str, str]) -> None:
+    """No ledger yet: --pending and --failed have nothing to do (exit 0); a reference is not found (6)."""
+    config = config_toml(tmp_path)
+    assert main(["--config", str(config), "retry", "--pending"]) == 0
+    assert main(["--config", str(config), "retry", "--failed"]) == 0
+    assert main(["--config", str(config), "retry", "R-1"]) == 6
+
+
 def test_retry_of_an_invalid_invoice_says_to_fix_the_file(
     tmp_path: Path, emu: EmulatorServer, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

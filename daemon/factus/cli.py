@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -237,6 +238,10 @@ _BILL_COLUMNS: list[Column] = [
 ]
 
 
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
 def _exact_reference_page(client: FactusClient, args: argparse.Namespace) -> BillPage:
     """Every bill whose reference code is exactly ``--reference-code`` (all server pages).
 
@@ -255,6 +260,8 @@ def _exact_reference_page(client: FactusClient, args: argparse.Namespace) -> Bil
 def _invoice_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.reference_code is not None:
+            if args.page != 1:
+                _note("--page is ignored with --reference-code: every match is shown")
             page = _exact_reference_page(client, args)
         else:
             page = client.list_bills(number=args.number, status=args.status, page=args.page)
@@ -274,7 +281,9 @@ def _invoice_list(args: argparse.Namespace) -> int:
         print(f"page {page.current_page} is past the last page ({page.last_page}); {page.total} bills match")
         return 0
     _print_table(rows, _BILL_COLUMNS, empty="no bills match")
-    print(f"page {page.current_page} of {page.last_page} ({page.total} bills)")
+    if rows:
+        plural = "" if page.total == 1 else "s"
+        print(f"page {page.current_page} of {page.last_page} ({page.total} bill{plural})")
     return 0
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from daemon.errors import ConfigError, LedgerError
+from daemon.errors import ConfigError
 from daemon.log import configure_logging
 from daemon.service import crash
-from daemon.service.ledger import SqliteLedger
+from daemon.service.ledger import RetryRefusedError, SqliteLedger
 from daemon.settings import Settings, load_settings
 
 __all__ = ["register"]
@@ -197,7 +197,10 @@ def _retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = settings.paths.ledger_path
     if not path.exists():
-        raise LedgerError(f"no ledger at {path}: nothing was processed yet")
+        if args.failed or args.pending:
+            print(f"nothing to retry: no ledger at {path} yet (nothing was processed)")
+            return 0
+        raise RetryRefusedError(f"no ledger at {path}: nothing was processed yet", exit_code=6)
     ledger = SqliteLedger(path)
     try:
         if args.failed:
