@@ -197,7 +197,7 @@ class TestInvoice:
         emu.set_faults({"dian_timeout": 1})
         number = make_bill("CLI-DL-2")
         code, _, err = run("invoice", "pdf", number)
-        assert code == 7 and "no ha sido validado" in err
+        assert code == 7 and "no ha sido validado" in err and "exists once DIAN validates" in err
 
     def test_email_events_delete(self, run: Run, emu: EmulatorServer) -> None:
         """invoice email, events and delete work and report Factus's messages."""

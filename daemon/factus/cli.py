@@ -376,7 +376,15 @@ def _save_download(
     number = _bill_number(args.number)
     folder = _output_folder(args.output)  # checked before anything is downloaded
     with _client(args) as client:
-        download = fetch(client, number)
+        try:
+            download = fetch(client, number)
+        except ConflictError as exc:  # Factus: "no ha sido validado"
+            raise ConflictError(
+                f"{exc.message} (its {kind.upper()} exists once DIAN validates the bill: see `invoice "
+                f"show {number}`; a pending bill is resent by the daemon or removed with `invoice delete`)",
+                status_code=exc.status_code,
+                body=exc.body,
+            ) from None
     name = safe_name(download.file_name, default=f"{safe_name(number)}.{kind}")
     if Path(name).suffix.lower() != f".{kind}":  # whatever Factus named it, a PDF ends in .pdf
         name = f"{name}.{kind}"
