@@ -275,6 +275,24 @@ def test_a_cover_sheet_first_does_not_hide_the_data_sheet(tmp_path: Path) -> Non
     assert any("read sheet 'Datos'" in w for w in result.warnings), result.warnings
 
 
+def test_a_cover_sheet_is_passed_over_with_a_fixed_header_row(tmp_path: Path) -> None:
+    """[read] header_row = 3: a cover sheet without a header in row 3 is passed over, as in auto mode."""
+    wb = Workbook()
+    cover = wb.active
+    cover.title = "Portada"
+    cover.append(["Informe de ventas"])
+    data = wb.create_sheet("Ventas")
+    data.append(["Ventas noviembre"])
+    data.append([])
+    data.append(HEADER.split(";"))
+    data.append(line("C-3").split(";"))
+    path = tmp_path / "cover3.xlsx"
+    wb.save(path)
+    result = read(path, profile(read={"header_row": 3}))
+    assert result.errors == [] and [i.reference_code for i in result.invoices] == ["C-3"]
+    assert any("read sheet 'Ventas'" in w for w in result.warnings), result.warnings
+
+
 def test_odoo_section_and_note_lines_are_skipped_without_losing_the_invoice(tmp_path: Path) -> None:
     """fill_down + a filter on the product column: a section line that opens an invoice (it carries
     the invoice's own columns) loses only its line; a note line in the middle is skipped; the

@@ -1065,17 +1065,31 @@ def read_xlsx(
                 two=len(chosen) == 2,
             )
 
-        tables = [read_one(name) for name in chosen]
-        auto = sheet is None and items_sheet is None and len(chosen) == 1
-        if auto and is_header is not None and is_header(tables[0].headers) < _CLEAR_HEADER:
+        auto = sheet is None and items_sheet is None and len(chosen) == 1 and is_header is not None
+        first_error: InputError | None = None
+        tables: list[Table] = []
+        try:
+            tables = [read_one(name) for name in chosen]
+        except InputError as exc:
+            if not auto or "has no header in row" not in str(exc):
+                raise
+            first_error = exc  # a cover sheet without the profile's header row: look further
+        if auto and is_header is not None and (not tables or is_header(tables[0].headers) < _CLEAR_HEADER):
             # a cover, legend or notes sheet first: the data is on the visible sheet whose header
             # names the most known columns (the first one on a tie)
-            first, best = chosen[0], is_header(tables[0].headers)
+            first, best = chosen[0], is_header(tables[0].headers) if tables else 0
             for name in (n for n in names if n not in skip and n != first):
-                other = read_one(name)
+                try:
+                    other = read_one(name)
+                except InputError:
+                    if first_error is None:
+                        raise
+                    continue
                 score = is_header(other.headers)
                 if score > best:
                     chosen, tables, best = [name], [other], score
+            if not tables and first_error is not None:
+                raise first_error
             if chosen[0] != first:
                 warnings.append(f"sheet {first!r} has no invoice header; read sheet {chosen[0]!r}")
         ignored = [n for n in names if n not in chosen]
