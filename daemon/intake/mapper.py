@@ -566,8 +566,8 @@ class Mapper:
                     )
                 )
             drafts.append(Draft(ref_text, data, hidx, iidx, errors, errored, self))
-        for raw, fixed in self.parser.repaired.items():
-            self._warn(f"{raw!r} looks like a number exported as a float; read as {fixed!r}")
+        for (canonical, raw), fixed in self.parser.repaired.items():
+            self._warn(f"{canonical}: {raw!r} looks like a number exported as a float; read as {fixed!r}")
         return drafts, loose
 
     def _group(self, table: Table, ref_idx: int | None, loose: list[RowError]) -> dict[Any, list[int]]:
@@ -957,7 +957,9 @@ class Mapper:
             # Siigo Pyme: the number (often zero-padded to 13 digits), '-' and a 3-digit branch
             # (sucursal); a DV is one digit, so '-000' never is one, whatever the document type
             number = m.group(1).lstrip("0") or "0"
-            self._warn(f"{ident!r} read as {number} (the '-{m.group(2)}' is a Siigo branch code)")
+            self._warn(
+                f"customer.identification: {ident!r} read as {number} (the '-{m.group(2)}' is a Siigo branch code)"
+            )
             customer["identification"] = ident = number
         if doc != NIT_DOCUMENT_ID or not isinstance(ident, str):
             return

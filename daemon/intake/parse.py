@@ -97,8 +97,9 @@ class TextParser:
         self.thousands = thousands
         self.date_format = date_format
         self.lookups = lookups
-        self.repaired: dict[str, str] = {}
-        """Float-looking identifiers that were repaired (``900123456.0`` -> ``900123456``)."""
+        self.repaired: dict[tuple[str, str], str] = {}
+        """Float-looking identifiers that were repaired: (canonical column, ``900123456.0``) ->
+        ``900123456``."""
 
     def parse(self, kind: Kind, text: str, canonical: str) -> Any:
         """Parse trimmed non-empty ``text`` as ``kind``.
@@ -114,7 +115,7 @@ class TextParser:
         if kind == "text":
             return text
         if kind == "ident":
-            return self.ident(text)
+            return self.ident(text, canonical)
         if kind == "int":
             return self.integer(text)
         if kind == "code":
@@ -134,7 +135,7 @@ class TextParser:
         if kind in ("municipality", "unit") and "." in text:
             m = _FLOATY_INT.fullmatch(text)  # 5001.0 from a spreadsheet: the code 5001
             if m:
-                self.repaired[text] = m.group(1)
+                self.repaired[canonical, text] = m.group(1)
                 text = m.group(1)
         if kind == "municipality":
             found = self.lookups.municipality_id(text)
@@ -157,12 +158,12 @@ class TextParser:
             return ""
         return " in the built-in table (refresh the lookups cache from Factus for the full list)"
 
-    def ident(self, text: str) -> str:
+    def ident(self, text: str, canonical: str = "reference_code") -> str:
         """An identifier: kept as written; ``123.0`` (a number exported as float) is repaired."""
         if "." in text or "e" in text or "E" in text:
             m = _FLOATY_INT.fullmatch(text)
             if m:
-                self.repaired[text] = m.group(1)
+                self.repaired[canonical, text] = m.group(1)
                 return m.group(1)
             if _EXCEL_SCIENTIFIC.fullmatch(text):
                 raise BadValue("is in scientific notation, so digits are lost: export the column as text")
