@@ -958,7 +958,8 @@ class Mapper:
             # (sucursal); a DV is one digit, so '-000' never is one, whatever the document type
             number = m.group(1).lstrip("0") or "0"
             self._warn(
-                f"customer.identification: {ident!r} read as {number} (the '-{m.group(2)}' is a Siigo branch code)"
+                f"customer.identification: {ident!r} read as {number} "
+                f"(the '-{m.group(2)}' is a Siigo branch code)"
             )
             customer["identification"] = ident = number
         if doc != NIT_DOCUMENT_ID or not isinstance(ident, str):
