@@ -143,6 +143,21 @@ def test_an_unreadable_file_gets_a_batch_report(tmp_path: Path, demu: EmulatorSe
     assert (tmp_path / "outbox" / "failed" / "junk.json.reason.json").is_file()
 
 
+def test_a_hard_linked_file_is_archived_as_a_copy_of_its_own(tmp_path: Path, demu: EmulatorServer) -> None:
+    """A file dropped as a hard link to a file elsewhere: the archive keeps its own inode, so later
+    edits to the outside file never change the archived copy; the outside file is untouched."""
+    outside = write_invoices(tmp_path / "elsewhere" / "export.csv", ["HL-1"])
+    before = outside.read_bytes()
+    (tmp_path / "inbox").mkdir(parents=True)
+    os.link(outside, tmp_path / "inbox" / "export.csv")
+    assert Daemon(settings_for(tmp_path, demu)).run_once() == 0
+    _once_validated(demu, ["HL-1"])
+    (archived,) = (tmp_path / "outbox" / "archive").rglob("export.csv")
+    assert archived.stat().st_ino != outside.stat().st_ino and outside.stat().st_nlink == 1
+    outside.write_text("edited later", encoding="utf-8")
+    assert archived.read_bytes() == before
+
+
 def test_duplicates_are_never_resubmitted(tmp_path: Path, demu: EmulatorServer) -> None:
     """The same file twice, or the same invoice in another file, is reported duplicate with its number."""
     settings = settings_for(tmp_path, demu)
