@@ -42,6 +42,26 @@ INVOICE: dict[str, Any] = {
 INVOICE["items"] = [{**INVOICE["items"][0], "quantity": 2}]
 
 
+def _child_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a CLI subprocess: this one's, with ``env``'s Factus variables only."""
+    child = {k: v for k, v in os.environ.items() if k not in FACTUS_VARS}
+    child.update(env, PYTHONPATH=str(REPO))
+    return child
+
+
+def _daemon(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m daemon ARGV`` as a real process and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 class Run:
     """Runs the CLI in-process and remembers everything it printed.
 
@@ -273,18 +293,8 @@ class TestLookup:
         self, env: dict[str, str], tmp_path: Path, emu: EmulatorServer
     ) -> None:
         """`python -m daemon lookup municipalities --json` works as a real process, without secrets."""
-        child_env = {k: v for k, v in os.environ.items() if k not in FACTUS_VARS}
-        child_env.update(env)
-        child_env["PYTHONPATH"] = str(REPO)
-        proc = subprocess.run(
-            [sys.executable, "-m", "daemon", "lookup", "municipalities", "--json"],
-            cwd=tmp_path,
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        child_env = _child_env(env)
+        proc = _daemon(tmp_path, child_env, "lookup", "municipalities", "--json")
         assert proc.returncode == 0, proc.stderr
         rows = json.loads(proc.stdout)
         assert any(r["id"] == 980 and r["code"] == "68679" for r in rows)
@@ -299,8 +309,7 @@ class TestLookup:
     ) -> None:
         """`... | head -1` ends quietly; `--log-level loud` is a usage error; credentials written into
         FACTUS_BASE_URL are never echoed."""
-        child_env = {k: v for k, v in os.environ.items() if k not in FACTUS_VARS}
-        child_env.update(env, PYTHONPATH=str(REPO))
+        child_env = _child_env(env)
         command = [sys.executable, "-m", "daemon", "lookup", "municipalities"]
         with subprocess.Popen(
             command, cwd=tmp_path, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -309,26 +318,10 @@ class TestLookup:
             proc.stdout.close()  # the reader is gone before the first line is written
             err = proc.stderr.read().decode()
             assert proc.wait(timeout=30) == 0 and "Traceback" not in err
-        bad = subprocess.run(
-            [sys.executable, "-m", "daemon", "--log-level", "loud", "status"],
-            cwd=tmp_path,
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        bad = _daemon(tmp_path, child_env, "--log-level", "loud", "status")
         assert bad.returncode == 2 and "invalid choice" in bad.stderr
         child_env["FACTUS_BASE_URL"] = emu.url.replace("http://", "http://probe:P4ss-UNIQ@")
-        login = subprocess.run(
-            [sys.executable, "-m", "daemon", "auth", "login", "--json"],
-            cwd=tmp_path,
-            env=child_env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        login = _daemon(tmp_path, child_env, "auth", "login", "--json")
         assert login.returncode == 0, login.stderr
         assert "P4ss-UNIQ" not in login.stdout + login.stderr and "***@" in login.stdout
 

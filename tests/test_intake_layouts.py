@@ -40,6 +40,18 @@ def read(path: Path, profile: MappingProfile | None = None) -> IntakeResult:
     return read_invoices(path, settings=Settings(), lookups=Lookups.builtin(), profile=profile)
 
 
+def two_sheets(path: Path, first: tuple[str, list[list[Any]]], second: tuple[str, list[list[Any]]]) -> Path:
+    """Save a workbook of two sheets, each (title, rows), in that order."""
+    wb = Workbook()
+    for n, (title, rows) in enumerate((first, second)):
+        ws = wb.active if n == 0 else wb.create_sheet()
+        ws.title = title
+        for row in rows:
+            ws.append(row)
+    wb.save(path)
+    return path
+
+
 def profile(**sections: Any) -> MappingProfile:
     """A profile built from TOML-shaped sections."""
     return MappingProfile.from_dict({"profile": {"name": "t"}, **sections})
@@ -260,16 +272,11 @@ def test_the_row_naming_most_known_columns_is_the_header(tmp_path: Path) -> None
 def test_a_cover_sheet_first_does_not_hide_the_data_sheet(tmp_path: Path) -> None:
     """With no sheet named, a first (visible) sheet without a known header is passed over for the
     first sheet that has one, with a note naming both."""
-    wb = Workbook()
-    cover = wb.active
-    cover.title = "Portada"
-    cover.append(["Informe de ventas"])
-    cover.append(["nada"])
-    data = wb.create_sheet("Datos")
-    data.append(HEADER.split(";"))
-    data.append(line("C-1").split(";"))
-    path = tmp_path / "cover.xlsx"
-    wb.save(path)
+    path = two_sheets(
+        tmp_path / "cover.xlsx",
+        ("Portada", [["Informe de ventas"], ["nada"]]),
+        ("Datos", [HEADER.split(";"), line("C-1").split(";")]),
+    )
     result = read(path)
     assert result.errors == [] and [i.reference_code for i in result.invoices] == ["C-1"]
     assert any("read sheet 'Datos'" in w for w in result.warnings), result.warnings
@@ -277,17 +284,11 @@ def test_a_cover_sheet_first_does_not_hide_the_data_sheet(tmp_path: Path) -> Non
 
 def test_a_cover_sheet_is_passed_over_with_a_fixed_header_row(tmp_path: Path) -> None:
     """[read] header_row = 3: a cover sheet without a header in row 3 is passed over, as in auto mode."""
-    wb = Workbook()
-    cover = wb.active
-    cover.title = "Portada"
-    cover.append(["Informe de ventas"])
-    data = wb.create_sheet("Ventas")
-    data.append(["Ventas noviembre"])
-    data.append([])
-    data.append(HEADER.split(";"))
-    data.append(line("C-3").split(";"))
-    path = tmp_path / "cover3.xlsx"
-    wb.save(path)
+    path = two_sheets(
+        tmp_path / "cover3.xlsx",
+        ("Portada", [["Informe de ventas"]]),
+        ("Ventas", [["Ventas noviembre"], [], HEADER.split(";"), line("C-3").split(";")]),
+    )
     result = read(path, profile(read={"header_row": 3}))
     assert result.errors == [] and [i.reference_code for i in result.invoices] == ["C-3"]
     assert any("read sheet 'Ventas'" in w for w in result.warnings), result.warnings
@@ -334,15 +335,10 @@ def test_multi_line_notes_with_delimiters_are_not_an_unclosed_quote(tmp_path: Pa
 def test_a_legend_sheet_naming_a_few_columns_loses_to_the_data_sheet(tmp_path: Path) -> None:
     """A first sheet that lists three column names as a legend is not the data: the sheet whose header
     names the most known columns is."""
-    wb = Workbook()
-    legend = wb.active
-    legend.title = "Leeme"
-    legend.append(["reference_code", "customer.names", "item.name"])
-    legend.append(["código", "nombre", "producto"])
-    data = wb.create_sheet("Datos")
-    data.append(HEADER.split(";"))
-    data.append(line("L-1").split(";"))
-    path = tmp_path / "legend.xlsx"
-    wb.save(path)
+    path = two_sheets(
+        tmp_path / "legend.xlsx",
+        ("Leeme", [["reference_code", "customer.names", "item.name"], ["código", "nombre", "producto"]]),
+        ("Datos", [HEADER.split(";"), line("L-1").split(";")]),
+    )
     result = read(path)
     assert result.errors == [] and [i.reference_code for i in result.invoices] == ["L-1"]

@@ -422,17 +422,7 @@ def render_xml(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
         x.open("cac:WithholdingTaxTotal")
         x.leaf("cbc:TaxAmount", value, **_COP)
         for rate, (base, amount) in sorted(held.get(code, {}).items()):
-            x.open("cac:TaxSubtotal")
-            x.leaf("cbc:TaxableAmount", base, **_COP)
-            x.leaf("cbc:TaxAmount", amount, **_COP)
-            x.open("cac:TaxCategory")
-            x.leaf("cbc:Percent", rate)
-            x.open("cac:TaxScheme")
-            x.leaf("cbc:ID", code)
-            x.leaf("cbc:Name", catalog.WITHHOLDING_CODES.get(code, ""))
-            x.close("cac:TaxScheme")
-            x.close("cac:TaxCategory")
-            x.close("cac:TaxSubtotal")
+            _tax_subtotal(x, code, rate, base, amount, name=catalog.WITHHOLDING_CODES.get(code, ""))
         x.close("cac:WithholdingTaxTotal")
     line_sum = totals.gross_value  # UBL: Σ line values, excluded lines included
     x.open("cac:LegalMonetaryTotal")
@@ -481,8 +471,12 @@ def render_xml(bill: Bill, tables: Tables, rng: NumberingRange) -> bytes:
     return x.text().encode("utf-8")
 
 
-def _tax_subtotal(x: _Xml, code: str, rate: Decimal, base: Decimal, tax: Decimal) -> None:
-    name = next((n for c, n, _d in catalog.PRODUCT_TRIBUTES.values() if c == code), code)
+def _tax_subtotal(
+    x: _Xml, code: str, rate: Decimal, base: Decimal, tax: Decimal, *, name: str | None = None
+) -> None:
+    """One ``cac:TaxSubtotal``: a tax (named from the product tributes) or a withholding (``name``)."""
+    if name is None:
+        name = next((n for c, n, _d in catalog.PRODUCT_TRIBUTES.values() if c == code), code)
     x.open("cac:TaxSubtotal")
     x.leaf("cbc:TaxableAmount", base, **_COP)
     x.leaf("cbc:TaxAmount", tax, **_COP)
