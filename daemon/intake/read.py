@@ -18,7 +18,7 @@ import structlog
 
 from daemon.errors import DaemonError, InputError
 from daemon.intake.csv import read_csv
-from daemon.intake.fields import CANONICAL_HEADERS, FIELDS, canonical_of, normalise_header
+from daemon.intake.fields import CANONICAL_HEADERS, FIELDS, Kind, canonical_of, normalise_header
 from daemon.intake.filters import apply_filters
 from daemon.intake.json import read_json
 from daemon.intake.lookups import Lookups
@@ -95,27 +95,27 @@ def header_test(profile: MappingProfile | None) -> Callable[[list[str]], int]:
     return score
 
 
-def _percent_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
-    """Whether a column may hold a percent-formatted cell: a rate, or a column nobody reads."""
+def _cells_allowed(profile: MappingProfile | None, allows: Callable[[Kind], bool]) -> Callable[[str], bool]:
+    """A header -> "may this column hold such a cell" test: a column nobody reads may hold anything,
+    a read one whatever its canonical column's kind ``allows``."""
     columns = profile.columns if profile is not None else {}
 
     def ok(header: str) -> bool:
         canonical = canonical_of(header, columns)
-        return canonical is None or FIELDS[canonical].kind == "rate"
+        return canonical is None or allows(FIELDS[canonical].kind)
 
     return ok
+
+
+def _percent_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
+    """Whether a column may hold a percent-formatted cell: a rate, or a column nobody reads."""
+    return _cells_allowed(profile, lambda kind: kind == "rate")
 
 
 def _date_ok(profile: MappingProfile | None) -> Callable[[str], bool]:
     """Whether a column may hold a date cell: anything but identifiers and codes (``3-4`` or ``5/11``
     typed into a General cell becomes a date in Excel; read back as 2026-04-03 it would be a new id)."""
-    columns = profile.columns if profile is not None else {}
-
-    def ok(header: str) -> bool:
-        canonical = canonical_of(header, columns)
-        return canonical is None or FIELDS[canonical].kind not in ("ident", "code")
-
-    return ok
+    return _cells_allowed(profile, lambda kind: kind not in ("ident", "code"))
 
 
 def _filter(file: str, tables: list[Table], profile: MappingProfile | None, warnings: list[str]) -> None:

@@ -93,6 +93,18 @@ def _unique(target: Path) -> Path:
         n += 1
 
 
+def _tmp_beside(path: Path) -> Path:
+    """A temp name next to ``path``, recognisable (and cleaned on start) as a crash leftover."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def _durable_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` (data and times) to ``dst`` and fsync it."""
+    shutil.copy2(src, dst)
+    with dst.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def _move(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst`` durably; across filesystems copy, fsync, rename, then unlink."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -101,13 +113,11 @@ def _move(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}{TMP_SUFFIX}")
+        tmp = _tmp_beside(dst)
         if src.is_symlink():
             os.symlink(os.readlink(src), tmp)
         else:
-            shutil.copy2(src, tmp)
-            with tmp.open("rb") as fh:
-                os.fsync(fh.fileno())
+            _durable_copy(src, tmp)
         os.rename(tmp, dst)
         fsync_dir(dst.parent)
         os.unlink(src)
@@ -128,10 +138,8 @@ def _own_copy(path: Path) -> None:
         return
     if not stat.S_ISREG(st.st_mode) or st.st_nlink <= 1:
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    shutil.copy2(path, tmp)
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
+    tmp = _tmp_beside(path)
+    _durable_copy(path, tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
